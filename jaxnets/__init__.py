@@ -1,0 +1,56 @@
+"""jaxnets: pure-function models for JAX whose state_dicts are PyTorch's, saved and restored safely.
+
+The public API is flat: ``jaxnets.state_dict``, ``jaxnets.load_state_dict``, ``jaxnets.register``,
+``jaxnets.nn.Linear`` ... Nothing heavy happens at import time.
+"""
+
+from jaxnets import nn
+from jaxnets.core import (
+    LeafInfo,
+    Mismatch,
+    StructureReport,
+    check_state_dict,
+    compare,
+    flatten,
+    from_config,
+    load_state_dict,
+    register,
+    state_dict,
+    to_config,
+    tree_from_spec,
+    tree_spec,
+)
+from jaxnets.errors import (
+    CheckpointError,
+    FileFormatError,
+    JaxnetsError,
+    JaxnetsWarning,
+    RegistryError,
+    StateDictError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CheckpointError",
+    "FileFormatError",
+    "JaxnetsError",
+    "JaxnetsWarning",
+    "LeafInfo",
+    "Mismatch",
+    "RegistryError",
+    "StateDictError",
+    "StructureReport",
+    "__version__",
+    "check_state_dict",
+    "compare",
+    "flatten",
+    "from_config",
+    "load_state_dict",
+    "nn",
+    "register",
+    "state_dict",
+    "to_config",
+    "tree_from_spec",
+    "tree_spec",
+]

@@ -1,0 +1,78 @@
+"""The exceptions jaxnets raises. Every error on bad input derives from :class:`JaxnetsError`.
+
+An error says what went wrong, where (the file and the key path), and what to do about it.
+Subclasses carry the offending location as attributes so programs need not parse messages.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from jaxnets.core.structure import StructureReport
+
+__all__ = [
+    "JaxnetsError",
+    "StateDictError",
+    "FileFormatError",
+    "RegistryError",
+    "CheckpointError",
+    "JaxnetsWarning",
+]
+
+
+class JaxnetsError(Exception):
+    """Base class of every error jaxnets raises on bad input.
+
+    Attributes:
+      path: the key path (``"features.0.weight"``) the error is about, or ``None``.
+      file: the file or directory the error is about, or ``None``.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, file: str | None = None):
+        super().__init__(message)
+        self.path = path
+        self.file = file
+
+
+class StateDictError(JaxnetsError, KeyError):
+    """A state_dict does not fit its model or template.
+
+    Lists every missing, unexpected, misshapen and mistyped entry at once.
+
+    Attributes:
+      report: the full :class:`~jaxnets.StructureReport`.
+      missing_keys, unexpected_keys: as in ``torch.nn.Module.load_state_dict``.
+    """
+
+    def __init__(self, message: str, report: StructureReport, *, file: str | None = None):
+        problems = report.problem_paths()
+        super().__init__(message, path=problems[0] if problems else None, file=file)
+        self.report = report
+
+    @property
+    def missing_keys(self) -> list[str]:
+        return list(self.report.missing)
+
+    @property
+    def unexpected_keys(self) -> list[str]:
+        return list(self.report.unexpected)
+
+    def __str__(self) -> str:  # KeyError would repr() the message; keep it readable.
+        return str(self.args[0])
+
+
+class FileFormatError(JaxnetsError):
+    """A file is not a valid jaxnets file: truncated, corrupted, hostile or of an unknown version."""
+
+
+class RegistryError(JaxnetsError):
+    """A stored class name is not registered, or a class cannot be registered."""
+
+
+class CheckpointError(JaxnetsError):
+    """A checkpoint could not be saved or restored."""
+
+
+class JaxnetsWarning(UserWarning):
+    """Something was done on request that the user should know about (e.g. a lossy cast)."""
