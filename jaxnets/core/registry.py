@@ -288,7 +288,7 @@ def _construct(entry: RegistryEntry, fields: dict[str, Any], file: str | None) -
     cls = entry.cls
     try:
         if _has_config_methods(cls):
-            return cls.from_config(fields)
+            return cls.from_config(fields)  # type: ignore[attr-defined]
         if _is_namedtuple_type(cls):
             return cls(**fields)
         known = {f.name for f in dataclasses.fields(cls) if f.init}

@@ -17,7 +17,7 @@ through this module. Its rules:
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import jax
 import numpy as np
@@ -101,6 +101,7 @@ def _children(node: Any) -> _Children | None:
         return list(zip(node._fields, node)), lambda cs: t(*cs)
     # Anything else registered with jax (dataclasses, flax structs, custom nodes): one level.
     entries, treedef = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+    treedef = cast(Any, treedef)
     if treedef.num_leaves == 1 and len(entries) == 1 and entries[0][1] is node:
         return None
     out: list[tuple[Hashable, Any]] = []

@@ -15,7 +15,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import jaxnets
-from jaxnets.core.tree import flatten, join_key, map_with_keys, spec_keys, split_key, tree_from_spec, tree_spec
+from jaxnets.core.tree import (
+    flatten,
+    join_key,
+    map_with_keys,
+    spec_keys,
+    split_key,
+    tree_from_spec,
+    tree_spec,
+)
 
 
 class Point(NamedTuple):

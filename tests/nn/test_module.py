@@ -110,7 +110,7 @@ def test_unknown_child_name_is_an_attribute_error():
     net = Net()
     params, state = net.init(jax.random.key(0))
     with pytest.raises(AttributeError, match="no child module 'fc3'"):
-        net.bind(params, state).fc3
+        _ = net.bind(params, state).fc3
 
 
 def test_sequential_indexing_and_config_round_trip():
