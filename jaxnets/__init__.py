@@ -4,7 +4,7 @@ The public API is flat: ``jaxnets.state_dict``, ``jaxnets.load_state_dict``, ``j
 ``jaxnets.nn.Linear`` ... Nothing heavy happens at import time.
 """
 
-from jaxnets import nn
+from jaxnets import nn, optim
 from jaxnets.core import (
     LeafInfo,
     Mismatch,
@@ -48,6 +48,7 @@ __all__ = [
     "from_config",
     "load_state_dict",
     "nn",
+    "optim",
     "register",
     "state_dict",
     "to_config",
