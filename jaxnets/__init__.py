@@ -20,6 +20,7 @@ from jaxnets.core import (
     tree_from_spec,
     tree_spec,
 )
+from jaxnets.io import LoadedModel, Reader, load, open, save, save_state_dict  # noqa: A004
 from jaxnets.errors import (
     CheckpointError,
     FileFormatError,
@@ -37,7 +38,9 @@ __all__ = [
     "JaxnetsError",
     "JaxnetsWarning",
     "LeafInfo",
+    "LoadedModel",
     "Mismatch",
+    "Reader",
     "RegistryError",
     "StateDictError",
     "StructureReport",
@@ -46,10 +49,14 @@ __all__ = [
     "compare",
     "flatten",
     "from_config",
+    "load",
     "load_state_dict",
     "nn",
+    "open",
     "optim",
     "register",
+    "save",
+    "save_state_dict",
     "state_dict",
     "to_config",
     "tree_from_spec",
