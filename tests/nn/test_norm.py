@@ -1,0 +1,161 @@
+"""BatchNorm1d/2d, LayerNorm, GroupNorm against torch.nn: outputs and running statistics."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import jaxnets
+from jaxnets import JaxnetsError, nn
+
+
+def _perturbed(layer, seed=0):
+    """Params/state with non-trivial values, so a wrong use of weight or bias would show."""
+    params, state = layer.init(jax.random.key(seed))
+    k = jax.random.key(seed + 100)
+    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(k, p.shape), params)
+    return params, state
+
+
+BN_CASES = [
+    (nn.BatchNorm1d, torch.nn.BatchNorm1d, (8, 4), {}),
+    (nn.BatchNorm1d, torch.nn.BatchNorm1d, (6, 4, 5), dict(momentum=0.3)),
+    (nn.BatchNorm2d, torch.nn.BatchNorm2d, (4, 4, 5, 3), {}),
+    (nn.BatchNorm2d, torch.nn.BatchNorm2d, (4, 4, 3, 3), dict(momentum=None, eps=1e-3)),
+    (nn.BatchNorm2d, torch.nn.BatchNorm2d, (4, 4, 3, 3), dict(affine=False)),
+    (nn.BatchNorm1d, torch.nn.BatchNorm1d, (5, 4, 2), dict(track_running_stats=False)),
+]
+
+
+@pytest.mark.parametrize("jcls, tcls, shape, kwargs", BN_CASES, ids=lambda v: str(v))
+def test_batchnorm_matches_torch_over_train_steps_and_eval(jcls, tcls, shape, kwargs, to_torch, close, rng):
+    layer = jcls(4, **kwargs)
+    params, state = _perturbed(layer)
+    t = to_torch(layer, params, state, tcls(4, **kwargs))
+    step = jax.jit(lambda p, s, x: layer.apply(p, s, x, train=True))
+    t.train()
+    for i in range(4):
+        x = (rng.standard_normal(shape) * (1 + i) + i).astype(np.float32)
+        y, state = step(params, state, jnp.asarray(x))
+        close(y, t(torch.from_numpy(x)))
+    got = jaxnets.state_dict(params, state, model=layer)
+    want = t.state_dict()
+    assert list(got) == list(want)
+    for k, v in want.items():
+        if k == "num_batches_tracked":
+            assert int(got[k]) == int(v) == 4
+        else:
+            close(got[k], v)
+    t.eval()
+    x = rng.standard_normal(shape).astype(np.float32)
+    y, eval_state = layer.apply(params, state, jnp.asarray(x), train=False)
+    close(y, t(torch.from_numpy(x)))
+    assert eval_state is state
+
+
+def test_batchnorm_state_buffers_and_dtypes():
+    params, state = nn.BatchNorm2d(3).init(jax.random.key(0))
+    assert list(params) == ["weight", "bias"]
+    assert list(state) == ["running_mean", "running_var", "num_batches_tracked"]
+    assert state["num_batches_tracked"].dtype == jnp.int32 and state["num_batches_tracked"].shape == ()
+    assert np.all(np.asarray(state["running_var"]) == 1) and np.all(np.asarray(params["weight"]) == 1)
+
+
+def test_batchnorm_loads_torch_int64_counter():
+    t = torch.nn.BatchNorm2d(3)
+    t.train()
+    t(torch.randn(4, 3, 2, 2))
+    params, state = jaxnets.load_state_dict(nn.BatchNorm2d(3), t.state_dict())
+    assert int(state["num_batches_tracked"]) == 1 and state["num_batches_tracked"].dtype == jnp.int32
+
+
+def test_batchnorm_errors():
+    layer = nn.BatchNorm1d(3)
+    params, state = layer.init(jax.random.key(0))
+    with pytest.raises(JaxnetsError, match="more than 1 value per channel"):
+        layer.apply(params, state, jnp.ones((1, 3)), train=True)
+    with pytest.raises(JaxnetsError, match=r"BatchNorm1d: expected input \(N, C\) or \(N, C, L\)"):
+        layer.apply(params, state, jnp.ones((2, 4)))
+
+
+def test_batchnorm_grads_are_finite_and_state_is_not_differentiated():
+    layer = nn.BatchNorm2d(2)
+    params, state = layer.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (4, 2, 3, 3))
+
+    def loss(p):
+        y, s = layer.apply(p, state, x, train=True)
+        return jnp.sum(y * jnp.arange(y.size).reshape(y.shape)) + jnp.sum(s["running_mean"])
+
+    g = jax.grad(loss)(params)
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in g.values())
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        (dict(normalized_shape=6), (3, 6)),
+        (dict(normalized_shape=(4, 6), eps=1e-3), (2, 3, 4, 6)),
+        (dict(normalized_shape=6, elementwise_affine=False), (2, 5, 6)),
+        (dict(normalized_shape=6, bias=False), (2, 5, 6)),
+    ],
+    ids=str,
+)
+def test_layernorm_matches_torch(kwargs, shape, to_torch, close, rng):
+    layer = nn.LayerNorm(**kwargs)
+    params, state = _perturbed(layer)
+    t = to_torch(layer, params, state, torch.nn.LayerNorm(**kwargs))
+    x = (rng.standard_normal(shape) * 3 + 1).astype(np.float32)
+    for train in (False, True):
+        y, _ = layer.apply(params, state, jnp.asarray(x), train=train)
+        assert y.shape == shape
+        close(y, t(torch.from_numpy(x)))
+
+
+@pytest.mark.parametrize(
+    "kwargs, shape",
+    [
+        (dict(num_groups=2, num_channels=6), (3, 6, 4, 5)),
+        (dict(num_groups=3, num_channels=6, eps=1e-3), (2, 6, 7)),
+        (dict(num_groups=1, num_channels=4, affine=False), (2, 4)),
+    ],
+    ids=str,
+)
+def test_groupnorm_matches_torch(kwargs, shape, to_torch, close, rng):
+    layer = nn.GroupNorm(**kwargs)
+    params, state = _perturbed(layer)
+    t = to_torch(layer, params, state, torch.nn.GroupNorm(**kwargs))
+    x = (rng.standard_normal(shape) * 2 - 1).astype(np.float32)
+    for train in (False, True):
+        y, _ = layer.apply(params, state, jnp.asarray(x), train=train)
+        assert y.shape == shape
+        close(y, t(torch.from_numpy(x)))
+
+
+@pytest.mark.parametrize(
+    "jax_layer, torch_layer",
+    [
+        (nn.BatchNorm1d(5), torch.nn.BatchNorm1d(5)),
+        (nn.BatchNorm2d(5, affine=False), torch.nn.BatchNorm2d(5, affine=False)),
+        (nn.LayerNorm((3, 5)), torch.nn.LayerNorm((3, 5))),
+        (nn.GroupNorm(5, 10), torch.nn.GroupNorm(5, 10)),
+    ],
+    ids=["bn1d", "bn2d-noaffine", "layernorm", "groupnorm"],
+)
+def test_default_init_equals_torch(jax_layer, torch_layer):
+    got = jaxnets.state_dict(*jax_layer.init(jax.random.key(0)), model=jax_layer)
+    want = torch_layer.state_dict()
+    assert list(got) == list(want)
+    for k, v in want.items():
+        np.testing.assert_array_equal(got[k], v.numpy())
+
+
+def test_norm_rejects_bad_hyperparameters_and_shapes():
+    with pytest.raises(JaxnetsError, match="divisible by num_groups"):
+        nn.GroupNorm(4, 6)
+    layer = nn.LayerNorm(5)
+    with pytest.raises(JaxnetsError, match=r"LayerNorm: expected input \(\.\.\., 5\)"):
+        layer.apply(*layer.init(jax.random.key(0)), jnp.ones((2, 4)))

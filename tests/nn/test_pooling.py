@@ -1,0 +1,104 @@
+"""MaxPool2d, AvgPool2d, AdaptiveAvgPool2d against torch.nn, borders and ceil mode included."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from jaxnets import JaxnetsError, nn
+
+MAX_CASES = [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=(3, 2), stride=(2, 1), dilation=(1, 2)),
+    dict(kernel_size=3, stride=2, ceil_mode=True),
+    dict(kernel_size=2, stride=2, padding=1, ceil_mode=True),
+]
+AVG_CASES = [
+    dict(kernel_size=2),
+    dict(kernel_size=3, stride=2, padding=1),
+    dict(kernel_size=3, stride=2, padding=1, count_include_pad=False),
+    dict(kernel_size=3, stride=2, ceil_mode=True),
+    dict(kernel_size=(3, 2), stride=2, padding=(1, 1), ceil_mode=True, count_include_pad=True),
+    dict(kernel_size=(3, 2), stride=2, padding=(1, 1), ceil_mode=True, count_include_pad=False),
+    dict(kernel_size=3, padding=1, divisor_override=5),
+]
+
+
+def _out(n, k, s, p, d, ceil):
+    """The docstring's formula: floor/ceil((n + 2p - d(k-1) - 1)/s) + 1, minus a window starting in the pad."""
+    r = (n + 2 * p - d * (k - 1) - 1) / s
+    out = (math.ceil(r) if ceil else math.floor(r)) + 1
+    if ceil and (out - 1) * s >= n + p:
+        out -= 1
+    return out
+
+
+def _expected_shape(kw, h, w):
+    pair = lambda v: v if isinstance(v, tuple) else (v, v)  # noqa: E731
+    k = pair(kw["kernel_size"])
+    s = pair(kw.get("stride") or kw["kernel_size"])
+    p, d = pair(kw.get("padding", 0)), pair(kw.get("dilation", 1))
+    return tuple(_out(n, *a, kw.get("ceil_mode", False)) for n, a in zip((h, w), zip(k, s, p, d)))
+
+
+@pytest.mark.parametrize("kwargs", MAX_CASES, ids=str)
+@pytest.mark.parametrize("hw", [(7, 8), (6, 5)])
+def test_maxpool2d_matches_torch(kwargs, hw, close, rng):
+    x = rng.standard_normal((2, 3, *hw)).astype(np.float32)
+    y, state = nn.MaxPool2d(**kwargs).apply({}, {}, jnp.asarray(x))
+    want = torch.nn.MaxPool2d(**kwargs)(torch.from_numpy(x))
+    assert y.shape == (2, 3, *_expected_shape(kwargs, *hw)) == tuple(want.shape)
+    close(y, want)
+    assert state == {}
+
+
+@pytest.mark.parametrize("kwargs", AVG_CASES, ids=str)
+@pytest.mark.parametrize("hw", [(7, 8), (6, 5)])
+def test_avgpool2d_matches_torch(kwargs, hw, close, rng):
+    x = rng.standard_normal((2, 3, *hw)).astype(np.float32)
+    y, _ = nn.AvgPool2d(**kwargs).apply({}, {}, jnp.asarray(x))
+    want = torch.nn.AvgPool2d(**kwargs)(torch.from_numpy(x))
+    assert y.shape == (2, 3, *_expected_shape(kwargs, *hw)) == tuple(want.shape)
+    close(y, want)
+
+
+@pytest.mark.parametrize("out", [1, 3, (2, 5), (4, None), (7, 3)], ids=str)
+def test_adaptive_avgpool2d_matches_torch_for_non_divisible_sizes(out, close, rng):
+    x = rng.standard_normal((2, 3, 10, 7)).astype(np.float32)
+    y, _ = nn.AdaptiveAvgPool2d(out).apply({}, {}, jnp.asarray(x))
+    want = torch.nn.AdaptiveAvgPool2d(out)(torch.from_numpy(x))
+    pair = (out, out) if isinstance(out, int) else out
+    assert y.shape == (2, 3, pair[0] or 10, pair[1] or 7) == tuple(want.shape)
+    close(y, want)
+
+
+def test_pools_accept_unbatched_inputs(close, rng):
+    x = rng.standard_normal((3, 6, 6)).astype(np.float32)
+    for jl, tl in [
+        (nn.MaxPool2d(2), torch.nn.MaxPool2d(2)),
+        (nn.AvgPool2d(3, 2, 1), torch.nn.AvgPool2d(3, 2, 1)),
+        (nn.AdaptiveAvgPool2d(4), torch.nn.AdaptiveAvgPool2d(4)),
+    ]:
+        close(jl.apply({}, {}, jnp.asarray(x))[0], tl(torch.from_numpy(x)))
+
+
+def test_pools_have_no_params_and_differentiate():
+    for layer in (nn.MaxPool2d(2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(3)):
+        assert layer.init(jax.random.key(0)) == ({}, {})
+        g = jax.grad(lambda x, layer=layer: jnp.sum(layer.apply({}, {}, x)[0]))(jnp.ones((1, 1, 5, 5)))
+        assert g.shape == (1, 1, 5, 5) and bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_pool_errors():
+    with pytest.raises(JaxnetsError, match="at most half of kernel size"):
+        nn.MaxPool2d(2, padding=2).apply({}, {}, jnp.ones((1, 1, 6, 6)))
+    with pytest.raises(JaxnetsError, match="return_indices"):
+        nn.MaxPool2d(2, return_indices=True)
+    with pytest.raises(JaxnetsError, match=r"expected input \(N, C, H, W\) or \(C, H, W\)"):
+        nn.AdaptiveAvgPool2d(2).apply({}, {}, jnp.ones((4, 4)))
