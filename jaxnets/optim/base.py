@@ -102,7 +102,9 @@ class Transform(Config):
         """optax's ``init``: the initial state (optax's NamedTuples) for ``params``."""
         return self.build().init(params)
 
-    def update(self, updates: Any, state: Any, params: Any = None, **extra_args: Any) -> tuple[Any, Any]:
+    def update(
+        self, updates: Any, state: Any, params: Any = None, **extra_args: Any
+    ) -> tuple[Any, Any]:
         """optax's ``update``: ``(new_updates, new_state)``; extra args go to transformations that take them."""
         tx = self.build()
         if extra_args:
@@ -140,13 +142,15 @@ def _where(cfg: Config, name: str) -> str:
 
 def _plain(cfg: Config, name: str, value: Any) -> Any:
     """``value`` as storable data (numpy scalars -> Python, lists -> tuples), or a clear error."""
+    if isinstance(value, (np.integer, np.floating, np.bool_)):  # before float: np.float64 is one
+        return value.item()
     if value is None or isinstance(value, (*_PLAIN, Config)):
         return value
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
     if isinstance(value, (list, tuple)):
         items = tuple(_plain(cfg, name, v) for v in value)
-        return value if type(value) is tuple and all(a is b for a, b in zip(items, value)) else items
+        return (
+            value if type(value) is tuple and all(a is b for a, b in zip(items, value)) else items
+        )
     if callable(value):
         raise JaxnetsError(
             f"{_where(cfg, name)}: {value!r:.80} is a Python callable, which cannot be stored in "
@@ -168,7 +172,9 @@ def _dtype_name(cfg: Config, name: str, value: Any) -> str:
     try:
         return jnp.dtype(value).name
     except TypeError as e:
-        raise JaxnetsError(f"{_where(cfg, name)}: {value!r:.80} is not a dtype ({e}).", path=name) from e
+        raise JaxnetsError(
+            f"{_where(cfg, name)}: {value!r:.80} is not a dtype ({e}).", path=name
+        ) from e
 
 
 def _mask_message(cfg: Config, name: str, value: Any) -> str:

@@ -52,7 +52,9 @@ def assert_trees_identical(a: Any, b: Any) -> None:
 
 
 def assert_same_run(ours: Any, theirs: Any, steps: int = 5, *, jit: bool = False) -> None:
-    for (u1, s1), (u2, s2) in zip(run(ours, steps, jit=jit), run(theirs, steps, jit=jit), strict=True):
+    for (u1, s1), (u2, s2) in zip(
+        run(ours, steps, jit=jit), run(theirs, steps, jit=jit), strict=True
+    ):
         assert_trees_identical(u1, u2)
         assert_trees_identical(s1, s2)
 

@@ -26,7 +26,11 @@ CASES = [
         optim.adam(3e-3, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-9, nesterov=True),
         optax.adam(3e-3, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-9, nesterov=True),
     ),
-    ("adam-bf16-mu", optim.adam(1e-2, mu_dtype=jnp.bfloat16), optax.adam(1e-2, mu_dtype=jnp.bfloat16)),
+    (
+        "adam-bf16-mu",
+        optim.adam(1e-2, mu_dtype=jnp.bfloat16),
+        optax.adam(1e-2, mu_dtype=jnp.bfloat16),
+    ),
     ("adam-schedule", optim.adam(SCHED), optax.adam(OPTAX_SCHED)),
     ("nadam", optim.nadam(1e-2), optax.nadam(1e-2)),
     ("adamw", optim.adamw(1e-2), optax.adamw(1e-2)),
@@ -36,19 +40,39 @@ CASES = [
         optax.adamw(OPTAX_SCHED, weight_decay=optax.linear_schedule(0.1, 0.0, 4)),
     ),
     ("lion", optim.lion(1e-3), optax.lion(1e-3)),
-    ("lion-args", optim.lion(1e-3, b1=0.95, b2=0.98, weight_decay=0.0), optax.lion(1e-3, b1=0.95, b2=0.98, weight_decay=0.0)),
+    (
+        "lion-args",
+        optim.lion(1e-3, b1=0.95, b2=0.98, weight_decay=0.0),
+        optax.lion(1e-3, b1=0.95, b2=0.98, weight_decay=0.0),
+    ),
     ("rmsprop", optim.rmsprop(1e-2), optax.rmsprop(1e-2)),
     (
         "rmsprop-centered-momentum",
-        optim.rmsprop(1e-2, decay=0.95, centered=True, momentum=0.9, nesterov=True, bias_correction=True),
-        optax.rmsprop(1e-2, decay=0.95, centered=True, momentum=0.9, nesterov=True, bias_correction=True),
+        optim.rmsprop(
+            1e-2, decay=0.95, centered=True, momentum=0.9, nesterov=True, bias_correction=True
+        ),
+        optax.rmsprop(
+            1e-2, decay=0.95, centered=True, momentum=0.9, nesterov=True, bias_correction=True
+        ),
     ),
     ("adagrad", optim.adagrad(1e-1), optax.adagrad(1e-1)),
     ("adafactor", optim.adafactor(), optax.adafactor()),
     (
         "adafactor-factored-momentum",
-        optim.adafactor(1e-2, min_dim_size_to_factor=3, momentum=0.9, dtype_momentum="bfloat16", weight_decay_rate=1e-3),
-        optax.adafactor(1e-2, min_dim_size_to_factor=3, momentum=0.9, dtype_momentum=jnp.bfloat16, weight_decay_rate=1e-3),
+        optim.adafactor(
+            1e-2,
+            min_dim_size_to_factor=3,
+            momentum=0.9,
+            dtype_momentum="bfloat16",
+            weight_decay_rate=1e-3,
+        ),
+        optax.adafactor(
+            1e-2,
+            min_dim_size_to_factor=3,
+            momentum=0.9,
+            dtype_momentum=jnp.bfloat16,
+            weight_decay_rate=1e-3,
+        ),
     ),
 ]
 
@@ -58,7 +82,9 @@ def test_updates_and_states_equal_optax_bit_for_bit(ours, theirs, helpers):
     helpers.assert_same_run(ours, theirs)
 
 
-@pytest.mark.parametrize("case", ["adamw-scheduled-decay", "adafactor-factored-momentum", "sgd-nesterov"])
+@pytest.mark.parametrize(
+    "case", ["adamw-scheduled-decay", "adafactor-factored-momentum", "sgd-nesterov"]
+)
 def test_jitted_updates_equal_optax_bit_for_bit(case, helpers):
     _, ours, theirs = next(c for c in CASES if c[0] == case)
     helpers.assert_same_run(ours, theirs, steps=3, jit=True)
