@@ -93,10 +93,11 @@ class MaxPool2d(_Pool2d):
         _check_input(self, x)
         pads, k, s, d = self._geometry(x, self.dilation)
         lead = x.ndim - 2
-        init = -jnp.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
+        init = -np.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
+        # a concrete (numpy) init value lets lax see the max monoid, which it can differentiate
         y = jax.lax.reduce_window(
             x,
-            jnp.array(init, x.dtype),
+            np.array(init, x.dtype),
             jax.lax.max,
             window_dimensions=(1,) * lead + k,
             window_strides=(1,) * lead + s,
@@ -151,7 +152,7 @@ class AvgPool2d(_Pool2d):
         lead = x.ndim - 2
         total = jax.lax.reduce_window(
             x,
-            jnp.array(0, x.dtype),
+            np.array(0, x.dtype),
             jax.lax.add,
             window_dimensions=(1,) * lead + k,
             window_strides=(1,) * lead + s,
