@@ -29,6 +29,7 @@ from jaxnets.errors import (
     RegistryError,
     StateDictError,
 )
+from jaxnets.nn.summary import summary
 
 __version__ = "0.1.0"
 
@@ -58,6 +59,7 @@ __all__ = [
     "save",
     "save_state_dict",
     "state_dict",
+    "summary",
     "to_config",
     "tree_from_spec",
     "tree_spec",

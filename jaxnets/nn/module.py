@@ -113,6 +113,12 @@ class Module:
 
         return load_state_dict(self, source, strict=strict, **kwargs)
 
+    def summary(self, input_shape: tuple[int, ...], *, dtype: Any = "float32") -> str:
+        """``jaxnets.summary(self, input_shape, dtype=dtype)``: a table of layers, shapes and sizes."""
+        from jaxnets.nn.summary import summary
+
+        return summary(self, input_shape, dtype=dtype)
+
 
 class _Call:
     """One child of a :class:`Bound` module, callable as the child's ``apply`` minus the plumbing."""
