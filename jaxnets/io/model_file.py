@@ -101,11 +101,11 @@ def tensor_sources(flat: Mapping[str, Any], group: str) -> list[fmt.TensorSource
 def _getter(value: Any, dtype: str) -> Callable[[], np.ndarray]:
     # Converted one leaf at a time while streaming, so a tree on a device is never copied to the
     # host all at once.
-    return lambda: np.ascontiguousarray(to_numpy(value), dtype=fmt.storage_dtype(dtype))
+    return lambda: np.asarray(to_numpy(value), dtype=fmt.storage_dtype(dtype), order="C")
 
 
 def _getter_key(value: jax.Array) -> Callable[[], np.ndarray]:
-    return lambda: np.ascontiguousarray(np.asarray(jax.random.key_data(value)))
+    return lambda: np.asarray(jax.random.key_data(value), order="C")
 
 
 def _flat_weights(params: Any, state: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -256,8 +256,6 @@ def _dtype_for(policy: DtypePolicy) -> Callable[[str, np.dtype], np.dtype | None
         rules = [(str(p), jnp.dtype(d)) for p, d in policy.items()]
 
         def by_pattern(key: str, dt: np.dtype) -> np.dtype | None:
-            if not jnp.issubdtype(dt, jnp.floating):
-                return None
             for pattern, target in rules:
                 if fnmatch.fnmatchcase(key, pattern):
                     return target
@@ -266,6 +264,23 @@ def _dtype_for(policy: DtypePolicy) -> Callable[[str, np.dtype], np.dtype | None
         return by_pattern
     target = jnp.dtype(policy)
     return lambda key, dt: target if jnp.issubdtype(dt, jnp.floating) else None
+
+
+def _exact_for_jax(key: str, x: np.ndarray, file: str) -> np.ndarray:
+    """``x`` in the dtype jax will hold it in (64-bit types need x64), refusing silent rounding."""
+    canon = jax.dtypes.canonicalize_dtype(x.dtype)
+    if canon == x.dtype:
+        return x
+    narrow = x.astype(canon)
+    if np.array_equal(narrow.astype(x.dtype), x, equal_nan=x.dtype.kind in "fc"):
+        return narrow  # e.g. int64 counters, float64 values that are exact in float32
+    raise JaxnetsError(
+        f"{file}: {key}: {x.dtype.name} values that jax cannot hold exactly without 64-bit mode. "
+        f"Enable it (jax.config.update('jax_enable_x64', True)) before loading, or accept the "
+        f"rounding with dtype={{{key!r}: '{canon.name}'}}.",
+        path=key,
+        file=file,
+    )
 
 
 def _placer(device: Placement, sharding: Any) -> Callable[[str, Any], Any]:
@@ -335,6 +350,10 @@ def _from_spec(spec: Any, flat: Mapping[str, Any], file: str, what: str) -> Any:
         if missing:
             raise FileFormatError(f"{file}: the stored {what} structure names entries the file lacks: {missing[:5]}", file=file)
         return tree_from_spec(spec, flat)
+    except FileFormatError as e:
+        if e.file is not None:
+            raise
+        raise FileFormatError(f"{file}: {e}", file=file) from e
     except (KeyError, TypeError, AttributeError) as e:
         raise FileFormatError(f"{file}: malformed stored {what} structure ({e}).", file=file) from e
 
@@ -365,9 +384,11 @@ def load(
 
     Args:
       path: the file.
-      dtype: cast floating-point params/buffers on load: one dtype for all (``"bfloat16"``) or
-        ``{fnmatch pattern: dtype}`` by key, first match wins (``{"*.weight": "bfloat16"}``).
-        Integer, bool and PRNG key entries and the optimizer state are never cast.
+      dtype: cast params/buffers on load: one dtype for every floating-point entry
+        (``"bfloat16"``), or ``{fnmatch pattern: dtype}`` by key, first match wins
+        (``{"*.weight": "bfloat16"}``; a pattern casts whatever it matches). PRNG keys and the
+        optimizer state are never cast. 64-bit entries that jax (without x64) cannot hold exactly
+        are an error unless a pattern casts them; exact ones (int64 counters) become 32-bit.
       device: where to put the arrays: None (jax's default device), ``"cpu"``, or a ``jax.Device``.
       sharding: a ``jax.sharding.Sharding`` for every leaf, or ``fn(key, LeafInfo) -> Sharding``.
       verify: check every checksum and padding byte (default True).
@@ -401,6 +422,8 @@ def load(
             target = cast(key, x.dtype)
             if target is not None and target != x.dtype:
                 x = x.astype(target)
+            else:
+                x = _exact_for_jax(key, x, file)
         return place(key, x)
 
     flat = {k: finish(k, v) for k, v in flat.items()}
