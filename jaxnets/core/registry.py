@@ -272,7 +272,10 @@ def from_config(config: Any, *, file: str | None = None, _depth: int = 0) -> Any
         return tuple(from_config(v, file=file, _depth=_depth + 1) for v in config["__tuple__"])
     if "__array__" in config:
         try:
-            return np.asarray(config["__array__"], dtype=np.dtype(config["dtype"])).reshape(config["shape"])
+            dtype = np.dtype(str(config["dtype"]))
+            if dtype.kind not in "biufc":  # numbers only: never object, bytes or void arrays
+                raise ValueError(f"dtype {dtype.name!r} is not numeric")
+            return np.asarray(config["__array__"], dtype=dtype).reshape(config["shape"])
         except (TypeError, ValueError, KeyError) as e:
             raise FileFormatError(f"{file or 'config'}: malformed array in a config ({e}).", file=file) from e
     if "__class__" in config:
