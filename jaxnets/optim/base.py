@@ -147,10 +147,7 @@ def _plain(cfg: Config, name: str, value: Any) -> Any:
     if value is None or isinstance(value, (*_PLAIN, Config)):
         return value
     if isinstance(value, (list, tuple)):
-        items = tuple(_plain(cfg, name, v) for v in value)
-        return (
-            value if type(value) is tuple and all(a is b for a, b in zip(items, value)) else items
-        )
+        return tuple(_plain(cfg, name, v) for v in value)  # tuples keep the config hashable
     if callable(value):
         raise JaxnetsError(
             f"{_where(cfg, name)}: {value!r:.80} is a Python callable, which cannot be stored in "
