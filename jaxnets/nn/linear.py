@@ -39,8 +39,8 @@ class Linear(Module):
         self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
     ) -> tuple[jax.Array, State]:
         y = jnp.matmul(x, params["weight"].T)
-        if self.bias:
-            y = y + params["bias"]
+        if self.bias:  # explicit rank: works under jax_numpy_rank_promotion="raise"
+            y = y + jnp.reshape(params["bias"], (1,) * (y.ndim - 1) + (-1,))
         return y, state
 
 
