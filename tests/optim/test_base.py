@@ -181,3 +181,18 @@ def test_a_config_with_an_unknown_argument_is_a_registry_error():
 
 def test_optim_is_exported_from_jaxnets():
     assert "optim" in jaxnets.__all__ and jaxnets.optim is optim
+
+
+def test_works_as_the_tx_of_a_flax_train_state_under_jit(helpers):
+    from flax.training import train_state
+
+    params = helpers.make_params()
+    grads = helpers.grads_at(params, 0)
+    step = jax.jit(lambda s, g: s.apply_gradients(grads=g))
+    ours = step(
+        train_state.TrainState.create(apply_fn=None, params=params, tx=optim.adam(1e-2)), grads
+    )
+    ref = step(
+        train_state.TrainState.create(apply_fn=None, params=params, tx=optax.adam(1e-2)), grads
+    )
+    helpers.assert_trees_identical((ours.params, ours.opt_state), (ref.params, ref.opt_state))
