@@ -16,6 +16,7 @@ import ml_dtypes
 import msgpack
 import numpy as np
 import pytest
+import xxhash
 
 import jaxnets
 from jaxnets import FileFormatError, JaxnetsError, nn
@@ -78,7 +79,7 @@ def _craft(path: Path, header: bytes | object, data: bytes = b"", *, version: in
 
 def _entry(**kw: object) -> dict[str, object]:
     e = {"key": "w", "group": "model", "dtype": "float32", "shape": [2], "offset": 64, "length": 8,
-         "crc32": struct.pack(">I", zlib.crc32(b"\0" * 8))}  # fmt: skip
+         "xxh3": struct.pack(">Q", xxhash.xxh3_64_intdigest(b"\0" * 8))}  # fmt: skip
     e.update(kw)
     return e
 
@@ -269,7 +270,8 @@ def test_hostile_header_bytes(tmp_path: Path, header: bytes, match: str) -> None
         ([_entry(dtype="O")], "unknown dtype"),
         ([_entry(), _entry()], "duplicate"),
         ([_entry(group="evil")], "key/group"),
-        ([_entry(crc32=5)], "checksum"),
+        ([_entry(xxh3=5)], "checksum"),
+        ([_entry(xxh3=b"\0" * 8)], "'w': checksum mismatch"),
         ([_entry(prng_impl="evil")], "PRNG"),
         (["x"], "not a map"),
         ("x", "no tensor index"),
@@ -372,12 +374,12 @@ def test_array_over_2gib_round_trips_and_one_small_key_reads_cheaply(tmp_path: P
     with jaxnets.open(path) as reader:
         assert reader.infos()["big"] == jaxnets.LeafInfo((n,), "uint8")
         view = reader.mmap("big")
-        crc = 0
+        h = xxhash.xxh3_64()
         for i in range(0, n, chunk):
             part = view[i : i + chunk]
             np.testing.assert_array_equal(part, pattern[: len(part)])
-            crc = zlib.crc32(part, crc)
-        assert crc == reader.entries()["big"].crc32
+            h.update(part)
+        assert h.intdigest() == reader.entries()["big"].checksum
         del view
     script = Path(__file__).parent / "scripts" / "read_one_key.py"
     out = subprocess.run([sys.executable, str(script), str(path), "small"], capture_output=True, text=True, check=True)
