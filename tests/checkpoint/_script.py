@@ -30,16 +30,19 @@ def sharded_tree(mesh: jax.sharding.Mesh) -> dict:
 
 def main() -> None:
     mode, d = sys.argv[1], sys.argv[2]
-    if mode == "first":  # 4 steps, save, exit
+    if mode == "first":  # 4 steps, save to DIR/run, exit; the same run goes on to DIR/straight
         import _training as t
 
         ts = t.train(t.start(), 0, 4)
-        with CheckpointManager(d) as mgr:
+        with CheckpointManager(os.path.join(d, "run")) as mgr:
             mgr.save(4, **ts, model=t.MODEL, extra={"next_batch": 4})
+        ts = t.train(ts, 4, 10)  # 10 steps straight, never restored
+        with CheckpointManager(os.path.join(d, "straight")) as mgr:
+            mgr.save(10, **ts)
     elif mode == "resume":  # new process, no template: restore, 6 more steps, save
         import _training as t
 
-        with CheckpointManager(d) as mgr:
+        with CheckpointManager(os.path.join(d, "run")) as mgr:
             c = mgr.restore()
             assert c.model == t.MODEL
             ts = {"params": c.params, "state": c.state, "opt_state": c.opt_state, "rng": c.rng}
@@ -76,7 +79,10 @@ def main() -> None:
         print("READY", flush=True)
         while True:
             fill = float(step)
-            tree = {"big": {k: v + fill for k, v in big.items()}, "small": {k: v + fill for k, v in small.items()}}
+            tree = {
+                "big": {k: v + fill for k, v in big.items()},
+                "small": {k: v + fill for k, v in small.items()},
+            }
             mgr.save(step, params=tree, extra={"fill": fill})
             step += 1
             time.sleep(0.001)

@@ -20,7 +20,12 @@ OPT = optax.adam(1e-2)
 
 def start() -> dict[str, Any]:
     params, state = MODEL.init(jax.random.key(0))
-    return {"params": params, "state": state, "opt_state": OPT.init(params), "rng": jax.random.key(42)}
+    return {
+        "params": params,
+        "state": state,
+        "opt_state": OPT.init(params),
+        "rng": jax.random.key(42),
+    }
 
 
 def batch(step: int) -> tuple[jax.Array, jax.Array]:
