@@ -29,12 +29,15 @@ from jaxnets.errors import (
     RegistryError,
     StateDictError,
 )
+from jaxnets.checkpoint import Checkpoint, CheckpointManager
 from jaxnets.nn.summary import summary
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Checkpoint",
     "CheckpointError",
+    "CheckpointManager",
     "FileFormatError",
     "JaxnetsError",
     "JaxnetsWarning",
