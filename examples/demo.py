@@ -97,6 +97,9 @@ def train(out: Path, epochs: int, stop_after: int | None, quiet: bool) -> None:
 
     import jaxnets
 
+    # Each process compiles the same train step: share the compiled code through a disk cache.
+    jax.config.update("jax_compilation_cache_dir", str(out.parent / ".jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     x_tr, y_tr, x_te, y_te = load_data()
     model, opt = make_model(), make_optimizer()
     steps_per_epoch = len(x_tr) // BATCH

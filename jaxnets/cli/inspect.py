@@ -173,7 +173,8 @@ def _print_source(src: Source, max_keys: int) -> None:
     if meta:
         print("\nmetadata:")
         for k, v in meta.items():
-            print(f"  {k}: {format_config(v, indent=4 + len(str(k)))}")
+            text = v if isinstance(v, str) else format_config(v, indent=4 + len(str(k)))
+            print(f"  {k}: {text}")
     groups_fn = getattr(src, "groups", None)
     groups = groups_fn() if callable(groups_fn) else {"entries": src.infos()}
     print("\ncontents:")
