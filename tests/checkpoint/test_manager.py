@@ -226,3 +226,22 @@ def test_packed_and_unpacked_layouts_restore_the_same(tmp_path):
             np.testing.assert_array_equal(np.asarray(c[k]), np.asarray(tree[k]))
         assert isinstance(c["np"], np.ndarray) and c["np"].dtype == np.uint8
         np.testing.assert_array_equal(jax.random.key_data(c["k"]), jax.random.key_data(tree["k"]))
+
+
+def test_export_writes_the_best_step_as_a_model_file(tmp_path):
+    model, params, opt_state = _tree()
+    with CheckpointManager(tmp_path / "ckpt", best_metric="loss") as mgr:
+        for step, loss in enumerate([3.0, 1.0, 2.0]):
+            p = jax.tree.map(lambda x, s=step: x + s, params)
+            mgr.save(
+                step, params=p, state={}, opt_state=opt_state, model=model, metrics={"loss": loss}
+            )
+        mgr.export("best", tmp_path / "best.jnet")
+    loaded = jaxnets.load(tmp_path / "best.jnet")
+    assert loaded.model == model
+    for got, want in zip(jax.tree.leaves(loaded.params), jax.tree.leaves(params)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want) + 1)
+    with CheckpointManager(tmp_path / "nomodel") as mgr:
+        mgr.save(0, params=params)
+        with pytest.raises(CheckpointError, match="saved without model="):
+            mgr.export(0, tmp_path / "x.jnet")
