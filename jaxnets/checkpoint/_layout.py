@@ -16,6 +16,7 @@ Typed PRNG keys are stored as their ``key_data`` (uint32) with the impl name, an
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Callable, Mapping
@@ -56,6 +57,9 @@ def _kind(key: str, leaf: Any) -> str:
     )
 
 
+_name = functools.lru_cache(maxsize=None)(dtype_name)
+
+
 def _fully_addressable(x: Any) -> bool:
     return not isinstance(x, jax.Array) or x.is_fully_addressable
 
@@ -79,8 +83,15 @@ def pack(record: Mapping[str, Any], *, group_below: int) -> tuple[dict[str, Any]
     small: dict[str, list[tuple[str, Any]]] = {}
     for key, leaf in flat.items():
         kind = _kind(key, leaf)
-        info = leaf_info(leaf)
-        entry: dict[str, Any] = {"kind": kind, "shape": list(info.shape), "dtype": info.dtype}
+        if kind == "py":
+            info = leaf_info(leaf)
+            entry: dict[str, Any] = {"kind": kind, "shape": [], "dtype": info.dtype}
+        else:  # per-dtype cache: dtype_name costs ~50us, a lot on 2,000 leaves
+            entry = {
+                "kind": kind,
+                "shape": [int(d) for d in leaf.shape],
+                "dtype": _name(leaf.dtype),
+            }
         leaves[key] = entry
         if kind == "py":
             if isinstance(leaf, float) and not math.isfinite(leaf):
@@ -109,9 +120,13 @@ def pack(record: Mapping[str, Any], *, group_below: int) -> tuple[dict[str, Any]
             leaves[key]["group"] = dt
             leaves[key]["offset"] = offset
             offset += int(np.size(h))
-        arrays[GROUP_PREFIX + dt] = (
-            np.concatenate([np.ravel(h) for h in host]) if host else np.zeros(0)
-        )
+        buf = np.concatenate([np.ravel(h) for h in host])
+        # A host jax.Array, not numpy: orbax writes numpy leaves before save() returns and jax
+        # arrays in the background (the async stall in docs/benchmarks.md). 64-bit buffers stay
+        # numpy when jax would truncate them (x64 disabled).
+        if jax.dtypes.canonicalize_dtype(buf.dtype) == buf.dtype:
+            buf = jax.device_put(buf, jax.devices("cpu")[0])
+        arrays[GROUP_PREFIX + dt] = buf
         groups[dt] = offset
     meta = {
         "format": FORMAT,
