@@ -1,0 +1,151 @@
+"""Draws docs/benchmarks.png from the results the benchmark scripts leave in bench/results/*.json.
+
+Run:  .venv/bin/python bench/chart.py          (``make bench`` runs it after the benchmarks)
+
+A results file is one benchmark's run, written with :func:`write_results`::
+
+    {"title": "Model files: save and load", "unit": "s", "lower_is_better": true,
+     "groups": {"save": {"jaxnets": 0.21, "safetensors": 0.25, "torch.save": 0.40},
+                "load": {"jaxnets": 0.08, "safetensors": 0.09, "torch.load": 0.31}},
+     "machine": "2 CPU cores", "date": "2026-11-23T10:00:00+00:00"}
+
+Each file becomes one panel of grouped bars (a group per operation, a bar per library). Only ratios
+within one panel mean anything: its numbers were measured side by side in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+CHART = HERE.parent / "docs" / "benchmarks.png"
+
+__all__ = ["write_results", "read_results", "draw", "main"]
+
+
+def write_results(
+    name: str,
+    title: str,
+    groups: Mapping[str, Mapping[str, float]],
+    *,
+    unit: str = "s",
+    lower_is_better: bool = True,
+    directory: Path = RESULTS,
+) -> Path:
+    """Writes one benchmark's numbers as ``bench/results/<name>.json`` for :func:`draw`.
+
+    Args:
+      name: the file stem, e.g. ``"files"`` (one file per benchmark script).
+      title: the panel title, e.g. ``"Model files, 100 MB: save and load"``.
+      groups: ``{operation: {library: value}}``, e.g. ``{"save": {"jaxnets": 0.2, "orbax": 0.5}}``.
+      unit: the values' unit (``"s"``, ``"ms"``, ``"x"``).
+      lower_is_better: shown in the axis label.
+      directory: where to write (default bench/results/).
+
+    Returns:
+      The path written.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
+    data = {
+        "title": title,
+        "unit": unit,
+        "lower_is_better": lower_is_better,
+        "groups": {g: {k: float(v) for k, v in row.items()} for g, row in groups.items()},
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def read_results(directory: Path = RESULTS) -> list[dict[str, Any]]:
+    """Every valid results file in ``directory``, sorted by name; malformed ones are reported and skipped."""
+    out = []
+    for path in sorted(directory.glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+            groups = data["groups"]
+            if not isinstance(groups, dict) or not all(
+                isinstance(row, dict) and all(isinstance(v, (int, float)) for v in row.values())
+                for row in groups.values()
+            ):
+                raise ValueError("'groups' must be {operation: {library: number}}")
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"chart: skipping {path}: {e}", file=sys.stderr)
+            continue
+        data.setdefault("title", path.stem)
+        data["name"] = path.stem
+        out.append(data)
+    return out
+
+
+def draw(results: list[dict[str, Any]], path: Path = CHART) -> Path:
+    """Draws one panel of grouped bars per results file into ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n = len(results)
+    cols = min(n, 2)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.8 * rows), squeeze=False)
+    libraries = sorted({lib for r in results for row in r["groups"].values() for lib in row},
+                       key=lambda s: (s != "jaxnets", s))
+    colors = {lib: plt.cm.tab10(i % 10) for i, lib in enumerate(libraries)}
+    for ax, r in zip(axes.flat, results):
+        groups = list(r["groups"])
+        libs = [lib for lib in libraries if any(lib in r["groups"][g] for g in groups)]
+        width = 0.8 / max(len(libs), 1)
+        x = np.arange(len(groups))
+        for i, lib in enumerate(libs):
+            vals = [r["groups"][g].get(lib, np.nan) for g in groups]
+            ax.bar(x + (i - (len(libs) - 1) / 2) * width, vals, width, label=lib, color=colors[lib],
+                   edgecolor="black" if lib == "jaxnets" else "none", linewidth=0.8)
+        ax.set_xticks(x, groups)
+        better = "lower is better" if r.get("lower_is_better", True) else "higher is better"
+        ax.set_ylabel(f"{r.get('unit', '')} ({better})")
+        ax.set_title(r["title"], fontsize=10)
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    machine = results[0].get("machine", "")
+    fig.suptitle(f"jaxnets benchmarks ({machine})" if machine else "jaxnets benchmarks")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Draw docs/benchmarks.png from bench/results/*.json.")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="folder of results JSON files")
+    parser.add_argument("--out", type=Path, default=CHART, help="the PNG to write")
+    args = parser.parse_args(argv)
+    results = read_results(args.results)
+    if not results:
+        print(f"chart: no results in {args.results}/ (benchmark scripts write them with "
+              "bench/chart.py:write_results); nothing drawn.")
+        return 0
+    path = draw(results, args.out)
+    print(f"chart: {len(results)} benchmark(s) -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
