@@ -46,7 +46,11 @@ def _tree(n_leaves: int, total: int) -> dict[str, np.ndarray]:
 
 
 def _fsync_paths(path: str) -> None:
-    paths = [path] if os.path.isfile(path) else [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+    paths = (
+        [path]
+        if os.path.isfile(path)
+        else [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+    )
     for p in paths:
         fd = os.open(p, os.O_RDONLY)
         try:
@@ -56,7 +60,11 @@ def _fsync_paths(path: str) -> None:
 
 
 def _evict(path: str) -> None:
-    paths = [path] if os.path.isfile(path) else [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+    paths = (
+        [path]
+        if os.path.isfile(path)
+        else [os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs]
+    )
     for p in paths:
         fd = os.open(p, os.O_RDONLY)
         try:
@@ -181,7 +189,9 @@ METHODS: dict[str, tuple[Callable[..., None], Callable[..., Any]]] = {
 }
 
 
-def _measure(name: str, tree: dict[str, np.ndarray], folder: str, repeat: int, cold: bool) -> tuple[float, float]:
+def _measure(
+    name: str, tree: dict[str, np.ndarray], folder: str, repeat: int, cold: bool
+) -> tuple[float, float]:
     save, load = METHODS[name]
     warm = os.path.join(folder, "warmup")  # imports and first-call setup are not timed
     small = {k: v[:16] for k, v in list(tree.items())[:2]}
@@ -213,8 +223,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every total size")
     parser.add_argument("--repeat", type=int, default=1, help="best of N runs per method")
-    parser.add_argument("--cold", action="store_true", help="evict files from the page cache before loading")
-    parser.add_argument("--only", type=int, default=None, help="only the case with this many leaves")
+    parser.add_argument(
+        "--cold", action="store_true", help="evict files from the page cache before loading"
+    )
+    parser.add_argument(
+        "--only", type=int, default=None, help="only the case with this many leaves"
+    )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
     args = parser.parse_args(argv)
@@ -240,9 +254,13 @@ def main(argv: list[str] | None = None) -> None:
         if j:
             lines = []
             if "raw write" in results:
-                lines.append(f"save jaxnets / raw write = {j[0] / results['raw write'][0]:.2f}x (goal <= 1.1)")
+                lines.append(
+                    f"save jaxnets / raw write = {j[0] / results['raw write'][0]:.2f}x (goal <= 1.1)"
+                )
             if "safetensors" in results:
-                lines.append(f"load jaxnets / safetensors = {j[1] / results['safetensors'][1]:.2f}x (goal <= 1.0)")
+                lines.append(
+                    f"load jaxnets / safetensors = {j[1] / results['safetensors'][1]:.2f}x (goal <= 1.0)"
+                )
             if "orbax" in results:
                 o = results["orbax"]
                 lines.append(f"orbax / jaxnets: save {o[0] / j[0]:.1f}x, load {o[1] / j[1]:.1f}x slower"

@@ -84,16 +84,27 @@ def _dtypes() -> dict[str, np.dtype]:
     ]  # fmt: skip
     out = {n: np.dtype(n).newbyteorder("<") for n in names}
     for n in (
-        "bfloat16", "float8_e4m3fn", "float8_e5m2", "float8_e4m3b11fnuz", "float8_e4m3fnuz",
-        "float8_e5m2fnuz", "float8_e3m4", "float8_e4m3", "float8_e8m0fnu", "float4_e2m1fn",
-        "int2", "int4", "uint2", "uint4",
+        "bfloat16",
+        "float8_e4m3fn",
+        "float8_e5m2",
+        "float8_e4m3b11fnuz",
+        "float8_e4m3fnuz",
+        "float8_e5m2fnuz",
+        "float8_e3m4",
+        "float8_e4m3",
+        "float8_e8m0fnu",
+        "float4_e2m1fn",
+        "int2",
+        "int4",
+        "uint2",
+        "uint4",
     ):  # fmt: skip  (the ml_dtypes types jax can hold)
         if hasattr(ml_dtypes, n):
             out[n] = np.dtype(getattr(ml_dtypes, n))
     return out
 
 
-def storage_dtype(name: str, *, file: str | None = None) -> np.dtype:
+def storage_dtype(name: Any, *, file: str | None = None) -> np.dtype:
     """The numpy dtype stored under ``name`` (``"bfloat16"``, ``"int4"``...), from an allowlist.
 
     Raises:
@@ -101,7 +112,9 @@ def storage_dtype(name: str, *, file: str | None = None) -> np.dtype:
     """
     dt = _dtypes().get(name) if isinstance(name, str) else None
     if dt is None:
-        raise FileFormatError(f"{file or 'file'}: unknown dtype {name!r:.60} in the tensor index.", file=file)
+        raise FileFormatError(
+            f"{file or 'file'}: unknown dtype {name!r:.60} in the tensor index.", file=file
+        )
     return dt
 
 
@@ -245,10 +258,16 @@ def _preamble(header_len: int, header_crc: int, file_len: int) -> bytes:
 # --- writing --------------------------------------------------------------------------------------
 def _as_bytes(arr: np.ndarray) -> memoryview:
     flat = np.ascontiguousarray(arr).reshape(-1)
-    return memoryview(flat.view(np.uint8))
+    return memoryview(flat.view(np.uint8))  # type: ignore[arg-type]
 
 
-def write_file(path: str | os.PathLike[str], tensors: Sequence[TensorSource], fields: Mapping[str, Any], *, fsync: bool = True) -> int:
+def write_file(
+    path: str | os.PathLike[str],
+    tensors: Sequence[TensorSource],
+    fields: Mapping[str, Any],
+    *,
+    fsync: bool = True,
+) -> int:
     """Writes a file atomically, streaming one tensor at a time.
 
     Args:
@@ -269,7 +288,9 @@ def write_file(path: str | os.PathLike[str], tensors: Sequence[TensorSource], fi
 
     def header_bytes(crcs: Sequence[int]) -> bytes:
         entries = [
-            Entry(t.key, t.group, t.dtype, tuple(t.shape), segs[0][1], n, crc, t.prng_impl).to_msgpack()
+            Entry(
+                t.key, t.group, t.dtype, tuple(t.shape), segs[0][1], n, crc, t.prng_impl
+            ).to_msgpack()
             for t, segs, n, crc in zip(tensors, layout, lengths, crcs)
         ]
         return msgpack.packb({**fields, "tensors": entries}, use_bin_type=True)
@@ -318,7 +339,9 @@ def _write_tensor(f: BinaryIO, t: TensorSource, segs: list[tuple[int, int, int]]
     want = storage_dtype(t.dtype)
     if not isinstance(arr, np.ndarray) or arr.dtype != want or tuple(arr.shape) != tuple(t.shape):
         got = f"{getattr(arr, 'dtype', type(arr).__name__)} {getattr(arr, 'shape', '')}"
-        raise JaxnetsError(f"{t.key}: expected {t.dtype} {tuple(t.shape)} while saving, got {got}.", path=t.key)
+        raise JaxnetsError(
+            f"{t.key}: expected {t.dtype} {tuple(t.shape)} while saving, got {got}.", path=t.key
+        )
     if arr.dtype.byteorder == ">":
         arr = arr.astype(want)
     view = _as_bytes(arr)
@@ -384,9 +407,13 @@ def read_header(path: str | os.PathLike[str]) -> Header:
                 )
             if file_len != size:
                 what = "truncated" if size < file_len else "has trailing bytes"
-                raise _fail(file, f"file {what}: {size} bytes on disk, the preamble says {file_len}.")
+                raise _fail(
+                    file, f"file {what}: {size} bytes on disk, the preamble says {file_len}."
+                )
             if header_len > min(MAX_HEADER_LEN, size - PREAMBLE_LEN):
-                raise _fail(file, f"header length {header_len} is out of range for a {size}-byte file.")
+                raise _fail(
+                    file, f"header length {header_len} is out of range for a {size}-byte file."
+                )
             raw = f.read(header_len)
             data_start = _align(PREAMBLE_LEN + header_len)
             pad = f.read(data_start - PREAMBLE_LEN - header_len)
@@ -426,7 +453,12 @@ def _parse_index(file: str, raw: Any, data_len: int) -> tuple[tuple[Entry, ...],
         if not isinstance(e, dict):
             raise _fail(file, f"tensor index entry {i} is not a map.")
         key, group, dtype, shape = e.get("key"), e.get("group"), e.get("dtype"), e.get("shape")
-        offset, length, crc, impl = e.get("offset"), e.get("length"), e.get("xxh3"), e.get("prng_impl")
+        offset, length, crc, impl = (
+            e.get("offset"),
+            e.get("length"),
+            e.get("xxh3"),
+            e.get("prng_impl"),
+        )
         where = f"tensor {key!r:.80}" if isinstance(key, str) else f"tensor index entry {i}"
         if not isinstance(key, str) or group not in _GROUPS or (group, key) in seen:
             raise _fail(file, f"{where}: missing, duplicate or malformed key/group.")
@@ -438,17 +470,35 @@ def _parse_index(file: str, raw: Any, data_len: int) -> tuple[tuple[Entry, ...],
             or not all(type(d) is int and 0 <= d < (1 << 62) for d in shape)
         ):
             raise _fail(file, f"{where}: malformed shape {shape!r:.80}.")
-        if type(offset) is not int or type(length) is not int or not isinstance(crc, bytes) or len(crc) != 8:
+        if (
+            type(offset) is not int
+            or type(length) is not int
+            or not isinstance(crc, bytes)
+            or len(crc) != 8
+        ):
             raise _fail(file, f"{where}: malformed offset/length/checksum.")
         n = 1
         for d in shape:
             n *= d
         if n * dt.itemsize != length:
-            raise _fail(file, f"{where}: length {length} does not match shape {tuple(shape)} of {dtype}.")
+            raise _fail(
+                file, f"{where}: length {length} does not match shape {tuple(shape)} of {dtype}."
+            )
         if impl is not None:
             if impl not in _PRNG_IMPLS or dtype != "uint32" or len(shape) < 1:
                 raise _fail(file, f"{where}: malformed PRNG key entry ({impl!r:.40}).")
-        entries.append(Entry(key, group, dtype, tuple(shape), offset, length, struct.unpack(">Q", crc)[0], impl))
+        entries.append(
+            Entry(
+                key,
+                group,
+                str(dtype),
+                tuple(shape),
+                offset,
+                length,
+                struct.unpack(">Q", crc)[0],
+                impl,
+            )
+        )
     layout, end = _layout(e.length for e in entries)
     for e, segs in zip(entries, layout):
         if e.offset != segs[0][1]:
@@ -459,10 +509,12 @@ def _parse_index(file: str, raw: Any, data_len: int) -> tuple[tuple[Entry, ...],
     return tuple(entries), tuple(tuple(segs) for segs in layout)
 
 
-def _read_entry(f: BinaryIO, header: Header, entry: Entry, segs: Sequence[tuple[int, int, int]], verify: bool) -> np.ndarray:
+def _read_entry(
+    f: BinaryIO, header: Header, entry: Entry, segs: Sequence[tuple[int, int, int]], verify: bool
+) -> np.ndarray:
     dt = storage_dtype(entry.dtype, file=header.file)
     out = np.empty(entry.shape, dt)
-    view = memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(b"")
+    view = memoryview(out.reshape(-1).view(np.uint8)) if out.size else memoryview(b"")  # type: ignore[arg-type]
     h = xxhash.xxh3_64()
     start = 0
     for gap, data, length in segs:
@@ -499,10 +551,14 @@ def read_tensor(header: Header, entry: Entry, *, verify: bool = True) -> np.ndar
         with open(header.file, "rb", buffering=0) as f:
             return _read_entry(f, header, entry, header.layout[header.entries.index(entry)], verify)
     except OSError as e:
-        raise FileFormatError(f"{header.file}: cannot read ({e.strerror or e}).", file=header.file) from e
+        raise FileFormatError(
+            f"{header.file}: cannot read ({e.strerror or e}).", file=header.file
+        ) from e
 
 
-def read_tensors(header: Header, entries: Sequence[Entry] | None = None, *, verify: bool = True) -> Iterator[tuple[Entry, np.ndarray]]:
+def read_tensors(
+    header: Header, entries: Sequence[Entry] | None = None, *, verify: bool = True
+) -> Iterator[tuple[Entry, np.ndarray]]:
     """Reads tensors in file order from one private memory map of the file.
 
     Each array is a copy-on-write view of the file's pages (no copy is made; writing to it never
@@ -523,25 +579,33 @@ def read_tensors(header: Header, entries: Sequence[Entry] | None = None, *, veri
             if os.fstat(f.fileno()).st_size != header.file_len:
                 raise _fail(header.file, "the file changed size since its header was read.")
             flags = mmap.MAP_PRIVATE | (getattr(mmap, "MAP_POPULATE", 0) if entries is None else 0)
-            mm = mmap.mmap(f.fileno(), header.file_len, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            mm = mmap.mmap(
+                f.fileno(), header.file_len, flags=flags, prot=mmap.PROT_READ | mmap.PROT_WRITE
+            )
     except OSError as e:
-        raise FileFormatError(f"{header.file}: cannot read ({e.strerror or e}).", file=header.file) from e
+        raise FileFormatError(
+            f"{header.file}: cannot read ({e.strerror or e}).", file=header.file
+        ) from e
     base = header.data_start
     raw = memoryview(mm)
-    for e in todo:
-        segs = header.layout[order[e]]
+    for ent in todo:
+        segs = header.layout[order[ent]]
         for gap, data, length in segs:
             if raw[base + gap : base + data] != _gap_bytes(gap, data, length):
-                raise _fail(header.file, f"tensor {e.key!r}: corrupted padding before its data.")
-        dt = storage_dtype(e.dtype, file=header.file)
+                raise _fail(header.file, f"tensor {ent.key!r}: corrupted padding before its data.")
+        dt = storage_dtype(ent.dtype, file=header.file)
         if len(segs) == 1:
             _, data, length = segs[0]
             payload = raw[base + data : base + data + length]
-            digest = xxhash.xxh3_64_intdigest(payload) if verify else e.checksum
-            arr = np.frombuffer(mm, np.uint8, length, base + data).view(dt).reshape(e.shape) if length else np.empty(e.shape, dt)
+            digest = xxhash.xxh3_64_intdigest(payload) if verify else ent.checksum
+            arr = (
+                np.frombuffer(mm, np.uint8, length, base + data).view(dt).reshape(ent.shape)
+                if length
+                else np.empty(ent.shape, dt)
+            )
         else:
-            arr = np.empty(e.shape, dt)
-            out = memoryview(arr.reshape(-1).view(np.uint8))
+            arr = np.empty(ent.shape, dt)
+            out = memoryview(arr.reshape(-1).view(np.uint8))  # type: ignore[arg-type]
             h = xxhash.xxh3_64()
             start = 0
             for _, data, length in segs:
@@ -549,10 +613,12 @@ def read_tensors(header: Header, entries: Sequence[Entry] | None = None, *, veri
                 out[start : start + length] = part
                 h.update(part)
                 start += length
-            digest = h.intdigest() if verify else e.checksum
-        if digest != e.checksum:
-            raise _fail(header.file, f"tensor {e.key!r}: checksum mismatch: the file is corrupted.")
-        yield e, arr
+            digest = h.intdigest() if verify else ent.checksum
+        if digest != ent.checksum:
+            raise _fail(
+                header.file, f"tensor {ent.key!r}: checksum mismatch: the file is corrupted."
+            )
+        yield ent, arr
 
 
 def verify_file(path: str | os.PathLike[str]) -> Header:

@@ -16,7 +16,7 @@ import os
 import platform
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import jax
 import jax.numpy as jnp
@@ -25,15 +25,30 @@ import numpy as np
 from jaxnets.core import registry
 from jaxnets.core.state_dict import _merge, model_order, to_numpy
 from jaxnets.core.structure import LeafInfo, compare, leaf_info
-from jaxnets.core.tree import _children, flatten, map_with_keys, spec_keys, tree_from_spec, tree_spec
+from jaxnets.core.tree import (
+    _children,
+    flatten,
+    map_with_keys,
+    spec_keys,
+    tree_from_spec,
+    tree_spec,
+)
 from jaxnets.errors import FileFormatError, JaxnetsError, RegistryError, StateDictError
 from jaxnets.io import format as fmt
 from jaxnets.io.reader import Reader
 
-__all__ = ["LoadedModel", "save", "load", "save_state_dict", "read_state_dict", "tensor_sources", "provenance"]
+__all__ = [
+    "LoadedModel",
+    "save",
+    "load",
+    "save_state_dict",
+    "read_state_dict",
+    "tensor_sources",
+    "provenance",
+]
 
-DtypePolicy = str | np.dtype | Mapping[str, Any] | None
-Placement = str | jax.Device | None
+DtypePolicy: TypeAlias = "str | np.dtype | Mapping[str, Any] | None"
+Placement: TypeAlias = "str | jax.Device | None"
 
 
 @dataclass(frozen=True)
@@ -86,9 +101,13 @@ def tensor_sources(flat: Mapping[str, Any], group: str) -> list[fmt.TensorSource
         if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
             impl = str(jax.random.key_impl(value))
             data = jax.random.key_data(value)
-            out.append(fmt.TensorSource(key, group, "uint32", tuple(data.shape), _getter_key(value), impl))
+            out.append(
+                fmt.TensorSource(key, group, "uint32", tuple(data.shape), _getter_key(value), impl)
+            )
             continue
-        if type(value) is np.ndarray:  # the common case, without leaf_info's generality (2000 leaves)
+        if (
+            type(value) is np.ndarray
+        ):  # the common case, without leaf_info's generality (2000 leaves)
             info = LeafInfo(value.shape, value.dtype.name)
         else:
             info = leaf_info(value)
@@ -97,7 +116,10 @@ def tensor_sources(flat: Mapping[str, Any], group: str) -> list[fmt.TensorSource
             continue
         out.append(fmt.TensorSource(key, group, info.dtype, info.shape, _getter(value, info.dtype)))
     if bad:
-        raise JaxnetsError("cannot store these entries (unsupported dtype):\n" + "\n".join(bad), path=bad[0].split(":")[0].strip())
+        raise JaxnetsError(
+            "cannot store these entries (unsupported dtype):\n" + "\n".join(bad),
+            path=bad[0].split(":")[0].strip(),
+        )
     return out
 
 
@@ -113,8 +135,14 @@ def _getter_key(value: jax.Array) -> Callable[[], np.ndarray]:
 
 def _flat_weights(params: Any, state: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """(flat state_dict, tree specs) of params/state given as pytrees or as flat state_dicts."""
-    if isinstance(params, Mapping) and state is None and all(_children(v) is None for v in params.values()):
-        return {str(k): v for k, v in params.items()}, {}  # already a flat state_dict: keys as given
+    if (
+        isinstance(params, Mapping)
+        and state is None
+        and all(_children(v) is None for v in params.values())
+    ):
+        return {
+            str(k): v for k, v in params.items()
+        }, {}  # already a flat state_dict: keys as given
     flat = flatten(_merge(params, state))
     return flat, {"params": tree_spec(params), "state": tree_spec(state)}
 
@@ -286,18 +314,22 @@ def _exact_for_jax(key: str, x: np.ndarray, file: str) -> np.ndarray:
     )
 
 
-def _placer(device: Placement, sharding: Any) -> Callable[[str, Any], Any]:
+def _placer(device: Placement, sharding: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """``place(flat) -> flat`` on the requested device or sharding, in one batched transfer."""
     if device is not None and sharding is not None:
         raise ValueError("pass device= or sharding=, not both")
     if sharding is not None:
         if callable(sharding) and not isinstance(sharding, jax.sharding.Sharding):
-            return lambda key, x: jax.device_put(x, sharding(key, leaf_info(x)))
-        return lambda key, x: jax.device_put(x, sharding)
-    if isinstance(device, str):
-        dev = jax.devices(device)[0]
+            return lambda flat: {k: jax.device_put(x, sharding(k, leaf_info(x))) for k, x in flat.items()}
+        target: Any = sharding
     else:
-        dev = device
-    return lambda key, x: jax.device_put(x, dev)
+        target = jax.devices(device)[0] if isinstance(device, str) else device
+
+    def place(flat: dict[str, Any]) -> dict[str, Any]:
+        keys = list(flat)  # jax would sort dict keys; keep the file's (PyTorch's) order
+        return dict(zip(keys, jax.device_put([flat[k] for k in keys], target)))
+
+    return place
 
 
 def _upgrade(flat: dict[str, Any], versions: Any, file: str) -> tuple[dict[str, Any], bool]:
@@ -308,7 +340,12 @@ def _upgrade(flat: dict[str, Any], versions: Any, file: str) -> tuple[dict[str, 
     # Children first, so a parent's upgrade sees its children already in their current layout.
     for path in sorted(versions, key=lambda p: (-p.count(".") if p else 1, p)):
         item = versions[path]
-        if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str) and type(item[1]) is int):
+        if not (
+            isinstance(item, list)
+            and len(item) == 2
+            and isinstance(item[0], str)
+            and type(item[1]) is int
+        ):
             raise FileFormatError(f"{file}: malformed class version entry at {path!r}.", file=file)
         name, stored = item
         entry = registry.lookup(name, file=file)
@@ -343,7 +380,9 @@ def _decode(config: Any, file: str) -> Any:
     try:
         return registry.from_config(config, file=file)
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
-        raise FileFormatError(f"{file}: malformed config in the header ({type(e).__name__}: {e}).", file=file) from e
+        raise FileFormatError(
+            f"{file}: malformed config in the header ({type(e).__name__}: {e}).", file=file
+        ) from e
 
 
 def _from_spec(spec: Any, flat: Mapping[str, Any], file: str, what: str) -> Any:
@@ -351,7 +390,10 @@ def _from_spec(spec: Any, flat: Mapping[str, Any], file: str, what: str) -> Any:
         keys = spec_keys(spec)
         missing = [k for k in keys if k not in flat]
         if missing:
-            raise FileFormatError(f"{file}: the stored {what} structure names entries the file lacks: {missing[:5]}", file=file)
+            raise FileFormatError(
+                f"{file}: the stored {what} structure names entries the file lacks: {missing[:5]}",
+                file=file,
+            )
         return tree_from_spec(spec, flat)
     except FileFormatError as e:
         if e.file is not None:
@@ -367,12 +409,18 @@ def _from_template(model: Any, flat: dict[str, Any], file: str) -> tuple[Any, An
     report = compare(expected, {k: leaf_info(v) for k, v in flat.items()})
     if not report.keys_match or report.shape_mismatch:
         raise StateDictError(
-            report.format(expected="the model", got=f"{file} (after upgrades)", dtypes=False,
-                          hint="Check the registered upgrade functions."),  # fmt: skip
+            report.format(
+                expected="the model",
+                got=f"{file} (after upgrades)",
+                dtypes=False,
+                hint="Check the registered upgrade functions.",
+            ),  # fmt: skip
             report,
             file=file,
         )
-    return map_with_keys(lambda k, _: flat[k], template[0]), map_with_keys(lambda k, _: flat[k], template[1])
+    return map_with_keys(lambda k, _: flat[k], template[0]), map_with_keys(
+        lambda k, _: flat[k], template[1]
+    )
 
 
 def load(
@@ -427,9 +475,9 @@ def load(
                 x = x.astype(target)
             else:
                 x = _exact_for_jax(key, x, file)
-        return place(key, x)
+        return x
 
-    flat = {k: finish(k, v) for k, v in flat.items()}
+    flat = place({k: finish(k, v) for k, v in flat.items()})
     trees = h.get("trees") or {}
     if not isinstance(trees, dict):
         raise FileFormatError(f"{file}: malformed tree structures in the header.", file=file)
@@ -444,8 +492,18 @@ def load(
         params, state = flat, None
     opt_state = None
     if "opt_state" in trees:
-        opt_flat = {k: place(k, v) for k, v in data["opt_state"].items()}
+        opt_flat = place(data["opt_state"])
         opt_state = _from_spec(trees["opt_state"], opt_flat, file, "optimizer state")
     optimizer = _decode(h.get("optimizer"), file)
     metadata = _decode(h.get("metadata"), file)
-    return LoadedModel(model, params, state, opt_state, optimizer, metadata, file, reader.format_version, reader.provenance)
+    return LoadedModel(
+        model,
+        params,
+        state,
+        opt_state,
+        optimizer,
+        metadata,
+        file,
+        reader.format_version,
+        reader.provenance,
+    )

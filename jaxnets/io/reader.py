@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from jaxnets.core.structure import LeafInfo
-from jaxnets.io import format as fmt
 from jaxnets.errors import FileFormatError
+from jaxnets.io import format as fmt
 
 __all__ = ["Reader", "open_file"]
 
@@ -139,9 +139,17 @@ class Reader(Mapping[str, Any]):
         dt = fmt.storage_dtype(entry.dtype, file=self.path)
         if entry.length == 0:
             return np.empty(entry.shape, dt)
-        return np.memmap(self.path, dtype=dt, mode="r", offset=self._header.data_start + entry.offset, shape=entry.shape)
+        return np.memmap(
+            self.path,
+            dtype=dt,
+            mode="r",
+            offset=self._header.data_start + entry.offset,
+            shape=entry.shape,
+        )
 
-    def read_all(self, group: str | None = None, *, verify: bool = True) -> dict[str, dict[str, Any]]:
+    def read_all(
+        self, group: str | None = None, *, verify: bool = True
+    ) -> dict[str, dict[str, Any]]:
         """Reads every entry (of one group, or all groups with every padding byte checked).
 
         Returns:
@@ -207,7 +215,7 @@ def _finish_leaf(entry: fmt.Entry, arr: np.ndarray) -> Any:
     if entry.prng_impl:
         import jax
 
-        return jax.random.wrap_key_data(arr, impl=entry.prng_impl)
+        return jax.random.wrap_key_data(arr, impl=entry.prng_impl)  # type: ignore[arg-type]
     return arr
 
 

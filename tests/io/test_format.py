@@ -61,7 +61,14 @@ def _small_model_file(path: Path) -> Path:
     return path
 
 
-def _craft(path: Path, header: bytes | object, data: bytes = b"", *, version: int = 1, magic: bytes = b"JAXNETS") -> Path:
+def _craft(
+    path: Path,
+    header: bytes | object,
+    data: bytes = b"",
+    *,
+    version: int = 1,
+    magic: bytes = b"JAXNETS",
+) -> Path:
     """A file with a valid preamble and header checksum around an arbitrary (hostile) header."""
     raw = header if isinstance(header, bytes) else msgpack.packb(header, use_bin_type=True)
     start = -(-(fmt.PREAMBLE_LEN + len(raw)) // 64) * 64
@@ -107,7 +114,9 @@ def test_every_dtype_round_trips_bit_exactly(tmp_path: Path) -> None:
 
 def test_64_bit_entries_load_exactly_or_not_at_all_without_x64(tmp_path: Path) -> None:
     path = tmp_path / "a.jnet"
-    jaxnets.save_state_dict(path, {"count": np.array(7, np.int64), "x": np.array([0.1], np.float64)}, fsync=False)
+    jaxnets.save_state_dict(
+        path, {"count": np.array(7, np.int64), "x": np.array([0.1], np.float64)}, fsync=False
+    )
     with pytest.raises(JaxnetsError, match=r"x: float64 values .*jax_enable_x64"):
         jaxnets.load(path)
     loaded = jaxnets.load(path, dtype={"x": "float32"}).params
@@ -133,7 +142,9 @@ def test_tensor_data_is_64_byte_aligned(tmp_path: Path) -> None:
     assert all((header.data_start + e.offset) % 64 == 0 for e in header.entries)
 
 
-def test_tensor_over_segment_size_is_split_and_round_trips(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tensor_over_segment_size_is_split_and_round_trips(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(fmt, "MAX_SEGMENT", 128)  # a 4 GiB tensor's layout, in 1000 bytes
     big = np.arange(1000, dtype=np.uint8)
     path = tmp_path / "a.jnet"
@@ -174,7 +185,9 @@ def test_every_single_bit_flip_is_detected(tmp_path: Path) -> None:
     good = _small_model_file(tmp_path / "m.jnet").read_bytes()
     bad = tmp_path / "f.jnet"
     rng = random.Random(0)
-    bits = list(range(8 * 64)) + rng.sample(range(8 * len(good)), 400)  # the whole preamble, and more
+    bits = list(range(8 * 64)) + rng.sample(
+        range(8 * len(good)), 400
+    )  # the whole preamble, and more
     for bit in bits:
         data = bytearray(good)
         data[bit // 8] ^= 1 << (bit % 8)
@@ -185,7 +198,9 @@ def test_every_single_bit_flip_is_detected(tmp_path: Path) -> None:
 
 def test_flip_in_data_is_detected_by_the_lazy_reader_for_that_key_only(tmp_path: Path) -> None:
     path = tmp_path / "a.jnet"
-    jaxnets.save_state_dict(path, {"a": np.ones(16, np.float32), "b": np.zeros(16, np.float32)}, fsync=False)
+    jaxnets.save_state_dict(
+        path, {"a": np.ones(16, np.float32), "b": np.zeros(16, np.float32)}, fsync=False
+    )
     h = fmt.read_header(path)
     data = bytearray(path.read_bytes())
     data[h.data_start + h.entries[1].offset + 3] ^= 0x80
@@ -224,7 +239,9 @@ def test_pickle_payload_is_rejected_and_never_executed(tmp_path: Path) -> None:
     evil = _craft(tmp_path / "e.jnet", {"tensors": [], "metadata": payload}, b"")
     with pytest.raises(FileFormatError):
         jaxnets.load(evil)
-    jaxnets.save_state_dict(tmp_path / "d.jnet", {"x": np.frombuffer(payload, np.uint8)}, fsync=False)
+    jaxnets.save_state_dict(
+        tmp_path / "d.jnet", {"x": np.frombuffer(payload, np.uint8)}, fsync=False
+    )
     assert jaxnets.load(tmp_path / "d.jnet").params["x"].tobytes() == payload
     assert not marker.exists()
 
@@ -291,11 +308,27 @@ def test_crafted_file_with_valid_index_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "fields, error, match",
     [
-        ({"kind": "model", "model": {"__class__": "os.system", "config": {}}}, jaxnets.RegistryError, "'os.system' is not registered"),
+        (
+            {"kind": "model", "model": {"__class__": "os.system", "config": {}}},
+            jaxnets.RegistryError,
+            "'os.system' is not registered",
+        ),
         ({"kind": "model", "model": {"__tuple__": 5}}, FileFormatError, "malformed config"),
-        ({"metadata": {"__array__": [1], "dtype": "object", "shape": [1]}}, FileFormatError, "a.jnet.*object"),
-        ({"trees": {"params": {"t": "dict", "k": ["w"], "c": [{"t": "leaf"}]}}}, FileFormatError, "a.jnet.*lacks"),
-        ({"trees": {"params": {"t": "dict", "k": ["a", "b"], "c": [{"t": "leaf"}]}}}, FileFormatError, "a.jnet.*malformed"),
+        (
+            {"metadata": {"__array__": [1], "dtype": "object", "shape": [1]}},
+            FileFormatError,
+            "a.jnet.*object",
+        ),
+        (
+            {"trees": {"params": {"t": "dict", "k": ["w"], "c": [{"t": "leaf"}]}}},
+            FileFormatError,
+            "a.jnet.*lacks",
+        ),
+        (
+            {"trees": {"params": {"t": "dict", "k": ["a", "b"], "c": [{"t": "leaf"}]}}},
+            FileFormatError,
+            "a.jnet.*malformed",
+        ),
         ({"trees": {"params": {"t": "eval"}}}, FileFormatError, "a.jnet.*unknown tree node"),
     ],
 )
@@ -369,7 +402,9 @@ def test_array_over_2gib_round_trips_and_one_small_key_reads_cheaply(tmp_path: P
     for i in range(0, n, chunk):
         big[i : i + chunk] = pattern[: min(chunk, n - i)]
     path = tmp_path / "big.jnet"
-    jaxnets.save_state_dict(path, {"small": np.arange(5, dtype=np.float32), "big": big}, fsync=False)
+    jaxnets.save_state_dict(
+        path, {"small": np.arange(5, dtype=np.float32), "big": big}, fsync=False
+    )
     del big
     with jaxnets.open(path) as reader:
         assert reader.infos()["big"] == jaxnets.LeafInfo((n,), "uint8")
@@ -382,7 +417,12 @@ def test_array_over_2gib_round_trips_and_one_small_key_reads_cheaply(tmp_path: P
         assert h.intdigest() == reader.entries()["big"].checksum
         del view
     script = Path(__file__).parent / "scripts" / "read_one_key.py"
-    out = subprocess.run([sys.executable, str(script), str(path), "small"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, str(script), str(path), "small"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     peak, value = out.stdout.split("\n")[:2]
     assert value == "[0.0, 1.0, 2.0, 3.0, 4.0]"
     assert int(peak) < path.stat().st_size // 4, f"peak RSS {int(peak) >> 20} MiB"

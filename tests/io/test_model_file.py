@@ -14,7 +14,7 @@ import optax
 import pytest
 
 import jaxnets
-from jaxnets import FileFormatError, JaxnetsError, RegistryError, StateDictError, nn
+from jaxnets import FileFormatError, RegistryError, StateDictError, nn
 from jaxnets.core import registry
 
 SCRIPTS = Path(__file__).parent / "scripts"
@@ -43,7 +43,9 @@ def _run(*args: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["builtin", "custom"])
-def test_model_saved_in_one_process_trains_on_identically_in_another(tmp_path: Path, kind: str) -> None:
+def test_model_saved_in_one_process_trains_on_identically_in_another(
+    tmp_path: Path, kind: str
+) -> None:
     # save_model.py builds, trains 3 Adam steps and saves; load_model.py never imports it (nor,
     # for built-in layers, any model code): predictions and ONE more step must match bit for bit.
     path, expected, got = tmp_path / "m.jnet", tmp_path / "expected.npz", tmp_path / "got.npz"
@@ -56,7 +58,9 @@ def test_model_saved_in_one_process_trains_on_identically_in_another(tmp_path: P
         assert g[k].dtype == e[k].dtype, k
 
 
-def test_unregistered_class_in_file_says_how_to_register(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unregistered_class_in_file_says_how_to_register(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     @jaxnets.register(name="tests.io.Gone")
     @dataclass(frozen=True)
     class Gone(nn.Module):
@@ -68,7 +72,10 @@ def test_unregistered_class_in_file_says_how_to_register(tmp_path: Path, monkeyp
     model = Gone()
     jaxnets.save(tmp_path / "g.jnet", model, *model.init(jax.random.key(0)), fsync=False)
     monkeypatch.delitem(registry._BY_NAME, "tests.io.Gone")  # as in a process that never defined it
-    with pytest.raises(RegistryError, match=r"g.jnet: the class 'tests.io.Gone' is not registered.*@jaxnets.register"):
+    with pytest.raises(
+        RegistryError,
+        match=r"g.jnet: the class 'tests.io.Gone' is not registered.*@jaxnets.register",
+    ):
         jaxnets.load(tmp_path / "g.jnet")
 
 
@@ -91,7 +98,9 @@ def test_complete_model_round_trip(tmp_path: Path) -> None:
     opt = jaxnets.optim.adam(1e-3)
     opt_state = opt.init(params)
     meta = {"epoch": 3, "classes": ["a", "b"], "mean": np.arange(4.0, dtype=np.float32)}
-    jaxnets.save(tmp_path / "m.jnet", model, params, state, opt_state=opt_state, optimizer=opt, metadata=meta)
+    jaxnets.save(
+        tmp_path / "m.jnet", model, params, state, opt_state=opt_state, optimizer=opt, metadata=meta
+    )
     loaded = jaxnets.load(tmp_path / "m.jnet")
     assert loaded.model == model and loaded.optimizer == opt
     _equal_trees(loaded.params, params)
@@ -102,12 +111,16 @@ def test_complete_model_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded.metadata["mean"], meta["mean"])
     assert loaded.provenance["jax"] == jax.__version__ and loaded.format_version == 1
     x = np.ones((3, 4), np.float32)
-    np.testing.assert_array_equal(loaded.model.apply(loaded.params, loaded.state, x)[0], model.apply(params, state, x)[0])
+    np.testing.assert_array_equal(
+        loaded.model.apply(loaded.params, loaded.state, x)[0], model.apply(params, state, x)[0]
+    )
 
 
 def test_plain_optax_state_round_trips_as_optax_types(tmp_path: Path) -> None:
     model, params, state = _model()
-    opt_state = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1, momentum=0.9)).init(params)
+    opt_state = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1, momentum=0.9)).init(
+        params
+    )
     jaxnets.save(tmp_path / "m.jnet", model, params, state, opt_state=opt_state)
     loaded = jaxnets.load(tmp_path / "m.jnet")
     _equal_trees(loaded.opt_state, opt_state)
@@ -129,7 +142,9 @@ def test_dtype_policy_by_pattern(tmp_path: Path) -> None:
     loaded = jaxnets.load(tmp_path / "m.jnet", dtype={"*.weight": "bfloat16"})
     assert loaded.params["0"]["weight"].dtype == jnp.bfloat16
     assert loaded.params["0"]["bias"].dtype == jnp.float32
-    np.testing.assert_array_equal(loaded.params["0"]["weight"], params["0"]["weight"].astype(jnp.bfloat16))
+    np.testing.assert_array_equal(
+        loaded.params["0"]["weight"], params["0"]["weight"].astype(jnp.bfloat16)
+    )
 
 
 def test_one_dtype_casts_floats_only(tmp_path: Path) -> None:
@@ -144,11 +159,17 @@ def test_device_and_sharding_placement(tmp_path: Path) -> None:
     model, params, state = _model()
     jaxnets.save(tmp_path / "m.jnet", model, params, state)
     cpu = jax.devices("cpu")[0]
-    for kwargs in ({"device": "cpu"}, {"device": cpu}, {"sharding": jax.sharding.SingleDeviceSharding(cpu)}):
+    for kwargs in (
+        {"device": "cpu"},
+        {"device": cpu},
+        {"sharding": jax.sharding.SingleDeviceSharding(cpu)},
+    ):
         loaded = jaxnets.load(tmp_path / "m.jnet", **kwargs)
         assert all(x.devices() == {cpu} for x in jax.tree.leaves(loaded.params))
     with pytest.raises(ValueError, match="not both"):
-        jaxnets.load(tmp_path / "m.jnet", device="cpu", sharding=jax.sharding.SingleDeviceSharding(cpu))
+        jaxnets.load(
+            tmp_path / "m.jnet", device="cpu", sharding=jax.sharding.SingleDeviceSharding(cpu)
+        )
 
 
 def test_registered_preprocessor_in_metadata(tmp_path: Path) -> None:
@@ -159,7 +180,9 @@ def test_registered_preprocessor_in_metadata(tmp_path: Path) -> None:
         std: tuple[float, ...]
 
     model, params, state = _model()
-    jaxnets.save(tmp_path / "m.jnet", model, params, state, metadata={"prep": Prep((0.5, 1.0), (2.0, 3.0))})
+    jaxnets.save(
+        tmp_path / "m.jnet", model, params, state, metadata={"prep": Prep((0.5, 1.0), (2.0, 3.0))}
+    )
     assert jaxnets.load(tmp_path / "m.jnet").metadata["prep"] == Prep((0.5, 1.0), (2.0, 3.0))
     assert jaxnets.open(tmp_path / "m.jnet").metadata_config["prep"]["__class__"] == "tests.io.Prep"
 
@@ -175,7 +198,10 @@ def test_state_dict_file_loads_into_model_with_the_same_checks(tmp_path: Path) -
     _equal_trees(p2, params)
     _equal_trees(s2, state)
     other = nn.Sequential(nn.Linear(4, 9), nn.BatchNorm1d(9), nn.ReLU(), nn.Linear(9, 2))
-    with pytest.raises(StateDictError, match=r"(?s)w.jnet does not fit the model.*0.weight: shape \(8, 4\) in .*w.jnet, \(9, 4\)"):
+    with pytest.raises(
+        StateDictError,
+        match=r"(?s)w.jnet does not fit the model.*0.weight: shape \(8, 4\) in .*w.jnet, \(9, 4\)",
+    ):
         jaxnets.load_state_dict(other, tmp_path / "w.jnet")
     report = jaxnets.check_state_dict(other, tmp_path / "w.jnet")
     assert not report.clean and ("0.weight" in {m.path for m in report.shape_mismatch})
@@ -262,7 +288,9 @@ def test_missing_upgrade_or_newer_file_is_an_error(tmp_path: Path) -> None:
     model = nn.Sequential(_gain_class(2, _rename)())
     jaxnets.save(tmp_path / "v2.jnet", model, *model.init(jax.random.key(0)))
     _gain_class(1)
-    with pytest.raises(RegistryError, match=r"written by version 2 of the class, this process has version 1"):
+    with pytest.raises(
+        RegistryError, match=r"written by version 2 of the class, this process has version 1"
+    ):
         jaxnets.load(tmp_path / "v2.jnet")
     old = nn.Sequential(_gain_class(1)())
     jaxnets.save(tmp_path / "v1.jnet", old, *old.init(jax.random.key(0)))

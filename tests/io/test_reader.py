@@ -39,11 +39,15 @@ def test_header_exposes_everything_inspect_needs(model_file: Path) -> None:
         assert "'model': 9" in repr(r)
 
 
-def test_reading_one_key_reads_only_its_bytes(model_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reading_one_key_reads_only_its_bytes(
+    model_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     r = jaxnets.open(model_file)
     reads: list[str] = []
     real = fmt._read_entry
-    monkeypatch.setattr(fmt, "_read_entry", lambda f, h, e, *a: reads.append(e.key) or real(f, h, e, *a))
+    monkeypatch.setattr(
+        fmt, "_read_entry", lambda f, h, e, *a: reads.append(e.key) or real(f, h, e, *a)
+    )
     w = r["2.weight"]
     assert reads == ["2.weight"] and w.shape == (2, 8) and w.dtype == np.float32
     np.testing.assert_array_equal(r.mmap("2.weight"), w)

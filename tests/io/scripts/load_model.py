@@ -8,9 +8,9 @@ that defines and registers the custom classes.
 import sys
 
 import numpy as np
+from _train import outputs
 
 import jaxnets
-from _train import outputs
 
 kind, path, out = sys.argv[1:4]
 if kind == "custom":
@@ -22,4 +22,6 @@ if kind == "custom":
     assert np.array_equal(loaded.metadata["prep"].mean, np.arange(6.0))
 assert type(loaded.optimizer).__name__ == "adam", loaded.optimizer
 assert type(loaded.opt_state[0]).__name__ == "ScaleByAdamState", type(loaded.opt_state[0])
-np.savez(out, **outputs(loaded.model, loaded.optimizer, loaded.params, loaded.state, loaded.opt_state))
+np.savez(
+    out, **outputs(loaded.model, loaded.optimizer, loaded.params, loaded.state, loaded.opt_state)
+)

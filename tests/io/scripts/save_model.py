@@ -7,10 +7,10 @@ import sys
 
 import jax
 import numpy as np
+from _train import data, outputs, step
 
 import jaxnets
 from jaxnets import nn
-from _train import data, outputs, step
 
 kind, path, expected = sys.argv[1:4]
 if kind == "custom":
