@@ -484,6 +484,8 @@ def _parse_index(file: str, raw: Any, data_len: int) -> tuple[tuple[Entry, ...],
             raise _fail(
                 file, f"{where}: length {length} does not match shape {tuple(shape)} of {dtype}."
             )
+        if length > data_len:  # before any layout arithmetic: a claimed 2**124 bytes must not loop
+            raise _fail(file, f"{where}: {length} bytes claimed, the file holds {data_len} bytes of data.")
         if impl is not None:
             if impl not in _PRNG_IMPLS or dtype != "uint32" or len(shape) < 1:
                 raise _fail(file, f"{where}: malformed PRNG key entry ({impl!r:.40}).")

@@ -278,8 +278,9 @@ def test_hostile_header_bytes(tmp_path: Path, header: bytes, match: str) -> None
         ([_entry(offset=0)], "out of place"),
         ([_entry(offset=1 << 40)], "out of place"),
         ([_entry(), _entry(key="v", offset=64)], "out of place.*no overlaps"),  # overlaps the first
-        ([_entry(length=1 << 40, shape=[1 << 38])], "covers"),
+        ([_entry(length=1 << 40, shape=[1 << 38])], "claimed"),
         ([_entry(shape=[3])], "does not match shape"),
+        ([_entry(shape=[1 << 30, 1 << 30], length=1 << 62)], "claimed"),
         ([_entry(shape=[-1])], "malformed shape"),
         ([_entry(shape=[1] * 65)], "malformed shape"),
         ([_entry(shape=[1 << 62])], "malformed shape"),
@@ -426,3 +427,9 @@ def test_array_over_2gib_round_trips_and_one_small_key_reads_cheaply(tmp_path: P
     peak, value = out.stdout.split("\n")[:2]
     assert value == "[0.0, 1.0, 2.0, 3.0, 4.0]"
     assert int(peak) < path.stat().st_size // 4, f"peak RSS {int(peak) >> 20} MiB"
+
+
+def test_data_beyond_the_index_is_refused(tmp_path: Path) -> None:
+    path = _craft(tmp_path / "a.jnet", {"tensors": [_entry()]}, _ONE_TENSOR_DATA + b"\xc0" * 64)
+    with pytest.raises(FileFormatError, match="covers 72 data bytes, the file holds 136"):
+        jaxnets.load(path)
