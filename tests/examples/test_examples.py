@@ -115,7 +115,7 @@ def test_restore_anywhere_notebook_runs_top_to_bottom() -> None:
 @pytest.mark.slow
 def test_demo_stops_resumes_exactly_exports_and_predicts(tmp_path: Path) -> None:
     pytest.importorskip("sklearn")
-    out = run_example("demo.py", "--out", str(tmp_path / "demo_out"), "--epochs", "3", "--stop-after", "1",
+    out = run_example("demo.py", "--out", str(tmp_path / "demo_out"), "--epochs", "2", "--stop-after", "1",
                       cwd=tmp_path, timeout=300)
     assert "stopped after epoch 1: the process exits here" in out
     assert "resumed from" in out and "at epoch 1" in out
