@@ -22,6 +22,7 @@ import argparse
 import gc
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -231,8 +232,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset")
     parser.add_argument("--dir", default=None, help="where to write (default: a temp dir)")
+    parser.add_argument(
+        "--no-json", dest="json", action="store_false", help="do not write bench/results/files.json"
+    )
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    groups: dict[str, dict[str, float]] = {}
     print(f"model files: save and load, times in seconds, {'cold' if args.cold else 'warm'} page cache, "
           f"best of {args.repeat}; every save fsyncs. Sizes are TOTAL bytes per tree.")  # fmt: skip
     for n, total in CASES:
@@ -246,6 +251,8 @@ def main(argv: list[str] | None = None) -> None:
             results = {m: _measure(m, tree, folder, args.repeat, args.cold) for m in methods}
         finally:
             shutil.rmtree(folder, ignore_errors=True)
+        groups[f"save, {n} leaves"] = {m: r[0] for m, r in results.items()}
+        groups[f"load, {n} leaves"] = {m: r[1] for m, r in results.items()}
         print(f"\n{n} leaves, {nbytes / MiB:.0f} MiB total")
         print(f"{'method':<14}{'save s':>9}{'load s':>9}{'save GB/s':>11}{'load GB/s':>11}")
         for m, (s, lo) in results.items():
@@ -269,6 +276,13 @@ def main(argv: list[str] | None = None) -> None:
                 print("  " + line)
         del tree
         gc.collect()
+    if args.json and groups:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        from chart import write_results
+
+        cache = "cold" if args.cold else "warm"
+        title = f"Model files: save (fsync) and load ({cache}), seconds; sizes are tree totals x{args.scale:g}"
+        print("wrote", write_results("files", title, groups))
 
 
 if __name__ == "__main__":
