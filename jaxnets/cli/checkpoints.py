@@ -1,8 +1,10 @@
 """A jaxnets checkpoint directory as a CLI source: steps, metrics and each step's tree.
 
-Everything :func:`CheckpointSource.describe` prints comes from the JSON the manager stores with
-each step (:meth:`jaxnets.CheckpointManager.metadata`); no array data is read. Reading tensors
-(for ``diff`` and ``convert``) restores one step onto the CPU.
+Everything :func:`CheckpointSource.describe` prints comes from the JSON item ``meta`` that
+:class:`jaxnets.CheckpointManager` stores with each step (read with orbax's JSON handler); no array
+data is read, and no manager is opened: opening one cleans up the temporary directories of
+in-progress saves, which would hurt a training run writing to the directory being inspected.
+Reading tensors (for ``diff`` and ``convert``) restores one step onto the CPU through the manager.
 """
 
 from __future__ import annotations
@@ -42,29 +44,52 @@ class CheckpointSource(Source):
         if _is_step_dir(p):  # ckpt/12 means step 12 of ckpt
             p, step = p.parent, int(p.name)
         super().__init__(p)
-        from jaxnets.checkpoint import CheckpointManager
-
-        if not any(c.name.isdigit() for c in p.iterdir()):
-            raise CheckpointError(f"{p}: not a checkpoint directory (no step directories in it).", file=str(p))
-        self._mgr = CheckpointManager(p, async_save=False)
-        steps = self._mgr.all_steps()
+        # Complete steps only: orbax writes "<step>.orbax-checkpoint-tmp-*" and renames when done.
+        steps = sorted(int(c.name) for c in p.iterdir() if _is_step_dir(c))
         if not steps:
-            raise CheckpointError(f"{p}: no complete checkpoint step in this directory.", file=str(p))
+            raise CheckpointError(f"{p}: not a checkpoint directory (no complete step directories in it).",
+                                  file=str(p))
         self.steps = steps
         self.step = steps[-1] if step is None else int(step)
-        self._meta = self._mgr.metadata(self.step)
+        if self.step not in steps:
+            raise CheckpointError(f"{p}: no step {self.step}; saved steps: {steps}.", file=str(p))
+        self._metas: dict[int, dict[str, Any]] = {}
+        self._meta = self._read_meta(self.step)
         self._arrays: dict[str, Any] | None = None
+
+    def _read_meta(self, step: int) -> dict[str, Any]:
+        if step not in self._metas:
+            import orbax.checkpoint as ocp
+
+            from jaxnets.checkpoint import _layout
+
+            where = Path(self.path) / str(step) / "meta"
+            try:
+                meta = dict(ocp.JsonCheckpointHandler().restore(where))
+            except Exception as e:  # orbax/etils raise assorted errors on unreadable JSON
+                raise CheckpointError(f"{where}: cannot read the checkpoint metadata ({type(e).__name__}: {e}).",
+                                      file=str(where)) from e
+            if meta.get("format") != _layout.FORMAT or not isinstance(meta.get("leaves"), dict):
+                raise CheckpointError(f"{where.parent}: not a jaxnets checkpoint (no jaxnets metadata).",
+                                      file=str(where.parent))
+            if int(meta.get("version", 0)) > _layout.VERSION:
+                raise CheckpointError(f"{where.parent}: written by a newer jaxnets (checkpoint format "
+                                      f"{meta.get('version')}); upgrade jaxnets.", file=str(where.parent))
+            self._metas[step] = meta
+        return self._metas[step]
 
     # --- what describe() prints ----------------------------------------------------------------
     def describe(self, step: int | None) -> CheckpointSource:
         """Prints the steps and their metrics; returns the source at ``step`` (default: latest)."""
         if step is not None and step != self.step:
-            self._meta = self._mgr.metadata(int(step))
+            if int(step) not in self.steps:
+                raise CheckpointError(f"{self.path}: no step {step}; saved steps: {self.steps}.", file=self.path)
+            self._meta = self._read_meta(int(step))
             self.step, self._arrays = int(step), None
         rows = []
         names: list[str] = []
         for s in self.steps:
-            m = (self._meta if s == self.step else self._mgr.metadata(s)).get("metrics") or {}
+            m = self._read_meta(s).get("metrics") or {}
             names += [n for n in m if n not in names]
             rows.append((s, m))
         print(f"\nsteps: {len(self.steps)} (latest {self.steps[-1]}); showing step {self.step}")
@@ -114,9 +139,10 @@ class CheckpointSource(Source):
         if self._arrays is None:
             import jaxnets
 
-            ckpt = self._mgr.restore(self.step, device="cpu")
+            with jaxnets.CheckpointManager(self.path, async_save=False) as mgr:
+                ckpt = mgr.restore(self.step, device="cpu")
             self._arrays = jaxnets.state_dict(ckpt.params, ckpt.state)
         return np.asarray(self._arrays[key])
 
     def close(self) -> None:
-        self._mgr.close()
+        self._arrays = None
