@@ -16,6 +16,7 @@ Typed PRNG keys are stored as their ``key_data`` (uint32) with the impl name, an
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -26,7 +27,7 @@ import jax
 import numpy as np
 
 from jaxnets.core.structure import LeafInfo, dtype_name, leaf_info
-from jaxnets.core.tree import flatten, tree_spec
+from jaxnets.core.tree import flatten, map_with_keys, tree_spec
 from jaxnets.errors import CheckpointError
 
 __all__ = ["FIELDS", "FORMAT", "VERSION", "GROUP_PREFIX", "pack", "stored_infos", "unpack"]
@@ -40,9 +41,18 @@ GROUP_PREFIX = "__group__."
 # "npscalar" (np.generic), "py" (bool/int/float/str, value kept in the JSON).
 
 
+# Per-dtype caches: these numpy/jax dtype queries cost ~50us each, a lot on 2,000 leaves.
+_name = functools.lru_cache(maxsize=None)(dtype_name)
+
+
+@functools.cache
+def _is_key(dtype: Any) -> bool:
+    return bool(jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key))
+
+
 def _kind(key: str, leaf: Any) -> str:
     if isinstance(leaf, jax.Array):
-        return "key" if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key) else "jax"
+        return "key" if _is_key(leaf.dtype) else "jax"
     if isinstance(leaf, np.ndarray):
         return "numpy"
     if isinstance(leaf, np.generic):
@@ -57,76 +67,94 @@ def _kind(key: str, leaf: Any) -> str:
     )
 
 
-_name = functools.lru_cache(maxsize=None)(dtype_name)
+def _fully_addressable(x: Any, single_process: bool) -> bool:
+    # Checking the sharding costs ~50us a leaf; with one process every array is addressable.
+    return single_process or not isinstance(x, jax.Array) or x.is_fully_addressable
 
 
-def _fully_addressable(x: Any) -> bool:
-    return not isinstance(x, jax.Array) or x.is_fully_addressable
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """The layout of one tree structure, reused while a training loop saves the same structure.
+
+    Working it out costs ~0.1 s on 2,000 leaves (keys, tree spec, metadata); with the plan,
+    ``save()`` only copies the data, which keeps the async stall small (docs/benchmarks.md).
+    """
+
+    signature: Any  # jax treedef + (type, shape, dtype) of each leaf
+    keys: tuple[str, ...]  # in jax's leaf order
+    kinds: tuple[str, ...]
+    grouped: dict[str, list[int]]  # dtype -> leaf indices packed into that buffer
+    single: list[int]  # leaf indices orbax stores on their own
+    py: list[int]  # Python scalars, stored in the JSON
+    meta: dict[str, Any]  # the JSON, py values from the save that made the plan
 
 
-def pack(record: Mapping[str, Any], *, group_below: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Splits a training state into orbax arrays and JSON metadata.
+def _signature(record: Mapping[str, Any]) -> tuple[list[Any], Any]:
+    leaves, treedef = jax.tree_util.tree_flatten(dict(record))
+    sig = (
+        treedef,
+        tuple((type(x), getattr(x, "shape", None), getattr(x, "dtype", None)) for x in leaves),
+    )
+    return leaves, sig
 
-    Args:
-      record: ``{"params": ..., "state": ..., "opt_state": ..., "rng": ...}`` (values may be None).
-      group_below: arrays smaller than this many bytes are packed into one buffer per dtype.
 
-    Returns:
-      ``(arrays, meta)``: the flat dict of arrays orbax saves, and the JSON-able description.
+def _data(kind: str, leaf: Any, *, copy: bool) -> Any:
+    if kind == "key":
+        return jax.random.key_data(leaf)
+    if kind == "npscalar":
+        return np.asarray(leaf)
+    if kind == "numpy" and copy:
+        return np.array(leaf, copy=True)  # the caller may change it while it is written
+    return leaf
+
+
+def _py_entry(entry: dict[str, Any], leaf: Any) -> None:
+    if isinstance(leaf, float) and not math.isfinite(leaf):
+        entry["value"] = repr(leaf)  # JSON has no nan/inf; float() reads these back
+        entry["float"] = True
+    else:
+        entry["value"] = leaf
+        entry.pop("float", None)
+
+
+def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
+    """Works out where every leaf of ``record`` goes (see :func:`pack`).
 
     Raises:
       CheckpointError: a leaf is of a type that cannot be checkpointed.
     """
     flat = flatten(dict(record))
+    single_process = jax.process_count() == 1
     leaves: dict[str, dict[str, Any]] = {}
-    arrays: dict[str, Any] = {}
-    small: dict[str, list[tuple[str, Any]]] = {}
+    small: dict[str, list[str]] = {}
+    sizes: dict[str, int] = {}
+    alone: list[str] = []
+    kinds: dict[str, str] = {}
     for key, leaf in flat.items():
-        kind = _kind(key, leaf)
+        kind = kinds[key] = _kind(key, leaf)
         if kind == "py":
-            info = leaf_info(leaf)
-            entry: dict[str, Any] = {"kind": kind, "shape": [], "dtype": info.dtype}
-        else:  # per-dtype cache: dtype_name costs ~50us, a lot on 2,000 leaves
-            entry = {
-                "kind": kind,
-                "shape": [int(d) for d in leaf.shape],
-                "dtype": _name(leaf.dtype),
-            }
-        leaves[key] = entry
-        if kind == "py":
-            if isinstance(leaf, float) and not math.isfinite(leaf):
-                entry["value"] = repr(leaf)  # JSON has no nan/inf; float() reads these back
-                entry["float"] = True
-            else:
-                entry["value"] = leaf
+            entry: dict[str, Any] = {"kind": kind, "shape": [], "dtype": leaf_info(leaf).dtype}
+            _py_entry(entry, leaf)
+            leaves[key] = entry
             continue
-        data = leaf
+        entry = {"kind": kind, "shape": [int(d) for d in leaf.shape], "dtype": _name(leaf.dtype)}
+        leaves[key] = entry
+        data = _data(kind, leaf, copy=False)
         if kind == "key":
             entry["impl"] = str(jax.random.key_impl(leaf))
-            data = jax.random.key_data(leaf)
-        elif kind == "npscalar":
-            data = np.asarray(leaf)
-        nbytes = int(np.prod(data.shape, dtype=np.int64)) * np.dtype(data.dtype).itemsize
-        if nbytes < group_below and _fully_addressable(data):
-            small.setdefault(dtype_name(data.dtype), []).append((key, data))
+        sizes[key] = math.prod(data.shape)
+        if sizes[key] * data.dtype.itemsize < group_below and _fully_addressable(
+            data, single_process
+        ):
+            small.setdefault(_name(data.dtype), []).append(key)
         else:
-            arrays[key] = data
+            alone.append(key)
     groups: dict[str, int] = {}
     for dt, members in small.items():
-        # One device-to-host transfer for all of them, then one concatenation.
-        host = jax.device_get([d for _, d in members])
         offset = 0
-        for (key, _), h in zip(members, host):
-            leaves[key]["group"] = dt
-            leaves[key]["offset"] = offset
-            offset += int(np.size(h))
-        buf = np.concatenate([np.ravel(h) for h in host])
-        # A host jax.Array, not numpy: orbax writes numpy leaves before save() returns and jax
-        # arrays in the background (the async stall in docs/benchmarks.md). 64-bit buffers stay
-        # numpy when jax would truncate them (x64 disabled).
-        if jax.dtypes.canonicalize_dtype(buf.dtype) == buf.dtype:
-            buf = jax.device_put(buf, jax.devices("cpu")[0])
-        arrays[GROUP_PREFIX + dt] = buf
+        for key in members:
+            leaves[key]["group"], leaves[key]["offset"] = dt, offset
+            offset += sizes[key]
         groups[dt] = offset
     meta = {
         "format": FORMAT,
@@ -135,7 +163,63 @@ def pack(record: Mapping[str, Any], *, group_below: int) -> tuple[dict[str, Any]
         "leaves": leaves,
         "groups": groups,
     }
-    return arrays, meta
+    meta = check_json(meta, "the checkpoint structure")
+    jax_leaves, sig = _signature(record)
+    # The keys in jax's leaf order: the same tree with each leaf replaced by its key.
+    order = jax.tree_util.tree_leaves(map_with_keys(lambda k, _: k, dict(record)))
+    if len(order) != len(jax_leaves) or set(order) != set(flat):
+        sig = None  # containers jax and jaxnets see differently: no reuse, always correct
+        order = list(flat)
+    index = {k: i for i, k in enumerate(order)}
+    return Plan(
+        signature=sig,
+        keys=tuple(order),
+        kinds=tuple(kinds[k] for k in order),
+        grouped={dt: [index[k] for k in members] for dt, members in small.items()},
+        single=[index[k] for k in alone],
+        py=[index[k] for k in order if kinds[k] == "py"],
+        meta=meta,
+    )
+
+
+def pack(
+    record: Mapping[str, Any], *, group_below: int, plan: Plan | None = None
+) -> tuple[dict[str, Any], dict[str, Any], Plan]:
+    """Splits a training state into orbax arrays and JSON metadata.
+
+    Args:
+      record: ``{"params": ..., "state": ..., "opt_state": ..., "rng": ...}`` (values may be None).
+      group_below: arrays smaller than this many bytes are packed into one buffer per dtype.
+      plan: the plan of an earlier save; reused when the structure, shapes and dtypes are equal.
+
+    Returns:
+      ``(arrays, meta, plan)``: the flat dict of arrays orbax saves, the JSON-able description,
+      and the plan to pass next time.
+
+    Raises:
+      CheckpointError: a leaf is of a type that cannot be checkpointed.
+    """
+    jax_leaves, sig = _signature(record)
+    if plan is None or plan.signature is None or plan.signature != sig:
+        plan = make_plan(record, group_below=group_below)
+        if plan.signature is None:
+            jax_leaves = list(flatten(dict(record)).values())
+    arrays: dict[str, Any] = {}
+    for dt, idxs in plan.grouped.items():
+        # One device-to-host transfer for all of them, then one concatenation into a fresh
+        # buffer that only this checkpoint owns: orbax writes it in the background without its
+        # defensive copy (see manager._arrays_handler).
+        host = jax.device_get([_data(plan.kinds[i], jax_leaves[i], copy=False) for i in idxs])
+        arrays[GROUP_PREFIX + dt] = np.concatenate([np.ravel(h) for h in host])
+    for i in plan.single:
+        arrays[plan.keys[i]] = _data(plan.kinds[i], jax_leaves[i], copy=True)
+    meta = dict(plan.meta)
+    if plan.py:
+        meta["leaves"] = dict(meta["leaves"])
+        for i in plan.py:
+            entry = meta["leaves"][plan.keys[i]] = dict(meta["leaves"][plan.keys[i]])
+            _py_entry(entry, jax_leaves[i])
+    return arrays, meta, plan
 
 
 def check_json(value: Any, what: str) -> Any:
