@@ -9,8 +9,9 @@ A results file is one benchmark's run, written with :func:`write_results`::
                 "load": {"jaxnets": 0.08, "safetensors": 0.09, "torch.load": 0.31}},
      "machine": "2 CPU cores", "date": "2026-11-23T10:00:00+00:00"}
 
-Each file becomes one panel of grouped bars (a group per operation, a bar per library). Only ratios
-within one panel mean anything: its numbers were measured side by side in one run.
+Each file becomes one panel of grouped bars (a group per operation, a bar per library). Where every
+group has a ``jaxnets`` entry, bars show each value relative to jaxnets' (log scale, jaxnets = 1),
+since only ratios within one panel mean anything: its numbers were measured side by side in one run.
 """
 
 from __future__ import annotations
@@ -103,24 +104,34 @@ def draw(results: list[dict[str, Any]], path: Path = CHART) -> Path:
     cols = min(n, 2)
     rows = (n + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.8 * rows), squeeze=False)
-    libraries = sorted({lib for r in results for row in r["groups"].values() for lib in row},
-                       key=lambda s: (s != "jaxnets", s))
+    libraries: list[str] = ["jaxnets"]  # first, then in the order the results list them
+    for r in results:
+        for row in r["groups"].values():
+            libraries += [lib for lib in row if lib not in libraries]
     colors = {lib: plt.cm.tab10(i % 10) for i, lib in enumerate(libraries)}
     for ax, r in zip(axes.flat, results):
         groups = list(r["groups"])
         libs = [lib for lib in libraries if any(lib in r["groups"][g] for g in groups)]
+        relative = all(r["groups"][g].get("jaxnets", 0) > 0 for g in groups)
         width = 0.8 / max(len(libs), 1)
         x = np.arange(len(groups))
         for i, lib in enumerate(libs):
-            vals = [r["groups"][g].get(lib, np.nan) for g in groups]
+            vals = np.array([r["groups"][g].get(lib, np.nan) for g in groups], dtype=float)
+            if relative:
+                vals = vals / np.array([r["groups"][g]["jaxnets"] for g in groups])
             ax.bar(x + (i - (len(libs) - 1) / 2) * width, vals, width, label=lib, color=colors[lib],
                    edgecolor="black" if lib == "jaxnets" else "none", linewidth=0.8)
-        ax.set_xticks(x, groups)
+        ax.set_xticks(x, [g.replace(", ", "\n") for g in groups], fontsize=8)
         better = "lower is better" if r.get("lower_is_better", True) else "higher is better"
-        ax.set_ylabel(f"{r.get('unit', '')} ({better})")
+        if relative:
+            ax.set_yscale("log")
+            ax.axhline(1.0, color="black", lw=0.8)
+            ax.set_ylabel(f"relative to jaxnets ({better})")
+        else:
+            ax.set_ylabel(f"{r.get('unit', '')} ({better})")
         ax.set_title(r["title"], fontsize=10)
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, ncol=2)
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     machine = results[0].get("machine", "")
