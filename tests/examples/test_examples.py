@@ -90,19 +90,18 @@ def test_torch_interop_outputs_agree_both_ways(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_restore_anywhere_notebook_runs_top_to_bottom() -> None:
+def test_restore_anywhere_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
+    kernelspec = pytest.importorskip("ipykernel.kernelspec")
+    # A kernel spec for this very interpreter (the venv's ipykernel), whatever else is installed.
+    kernelspec.write_kernel_spec(str(tmp_path / "kernels" / "jaxnets-test"))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    monkeypatch.setenv("JAX_PLATFORMS", "cpu")  # the kernel inherits this process's environment
     nb = nbformat.read(EXAMPLES / "restore_anywhere.ipynb", as_version=4)
-    old = os.environ.get("JAX_PLATFORMS")
-    os.environ["JAX_PLATFORMS"] = "cpu"  # the kernel inherits this process's environment
-    try:
-        nbclient.NotebookClient(nb, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(EXAMPLES)}}).execute()
-    finally:
-        if old is None:
-            os.environ.pop("JAX_PLATFORMS", None)
-        else:
-            os.environ["JAX_PLATFORMS"] = old
+    client = nbclient.NotebookClient(nb, timeout=240, kernel_name="jaxnets-test",
+                                     resources={"metadata": {"path": str(tmp_path)}})
+    client.execute()
     text = "\n".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
