@@ -9,7 +9,9 @@ from jaxnets.errors import JaxnetsError
 __all__ = ["ntuple", "check", "freeze"]
 
 
-def ntuple(value: int | tuple[int, ...] | list[int], n: int, name: str, layer: str) -> tuple[int, ...]:
+def ntuple(
+    value: int | tuple[int, ...] | list[int], n: int, name: str, layer: str
+) -> tuple[int, ...]:
     """``3 -> (3, 3)``; a tuple/list must have ``n`` ints, as torch's ``_pair``/``_single``."""
     if isinstance(value, bool):
         raise JaxnetsError(f"{layer}: {name} must be an int or a tuple of {n} ints, got {value!r}.")

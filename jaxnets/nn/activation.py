@@ -28,7 +28,13 @@ class _Elementwise(Module):
         raise NotImplementedError
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         return self.fn(x), state
 
@@ -55,7 +61,11 @@ class GELU(_Elementwise):
     approximate: str = "none"
 
     def __post_init__(self) -> None:
-        check(self.approximate in ("none", "tanh"), self, f"approximate must be 'none' or 'tanh', got {self.approximate!r}.")
+        check(
+            self.approximate in ("none", "tanh"),
+            self,
+            f"approximate must be 'none' or 'tanh', got {self.approximate!r}.",
+        )
 
     def fn(self, x: jax.Array) -> jax.Array:
         return jax.nn.gelu(x, approximate=self.approximate == "tanh")
@@ -91,7 +101,11 @@ class Sigmoid(_Elementwise):
 def _softmax_dim(layer: Module, dim: int | None, ndim: int) -> int:
     """torch's rule: ``dim=None`` (deprecated there too) means 0 for 0/1/3-d inputs, else 1."""
     if dim is not None:
-        check(-max(ndim, 1) <= dim < max(ndim, 1), layer, f"dim {dim} is out of range for an input with {ndim} dims.")
+        check(
+            -max(ndim, 1) <= dim < max(ndim, 1),
+            layer,
+            f"dim {dim} is out of range for an input with {ndim} dims.",
+        )
         return dim
     warnings.warn(
         f"{type(layer).__name__}(dim=None) picks the dim from the input's rank as PyTorch's "

@@ -106,8 +106,16 @@ class MultiheadAttention(Module):
         self_attn = key_input is None and value is None
         kv = query if key_input is None else key_input
         value = kv if value is None else value
-        check(query.ndim in (2, 3) and query.shape[-1] == e, self, f"expected query (N, L, {e}) or (L, {e}), got shape {query.shape}.")
-        check(kv.ndim == query.ndim and value.shape == kv.shape, self, f"key_input {kv.shape} and value {value.shape} must match each other and the query's rank {query.ndim}.")
+        check(
+            query.ndim in (2, 3) and query.shape[-1] == e,
+            self,
+            f"expected query (N, L, {e}) or (L, {e}), got shape {query.shape}.",
+        )
+        check(
+            kv.ndim == query.ndim and value.shape == kv.shape,
+            self,
+            f"key_input {kv.shape} and value {value.shape} must match each other and the query's rank {query.ndim}.",
+        )
         unbatched = query.ndim == 2
         if unbatched:
             query, kv, value = query[None], kv[None], value[None]
@@ -125,7 +133,9 @@ class MultiheadAttention(Module):
         k = k.reshape(n, s_len, h, d)
         v = v.reshape(n, s_len, h, d)
         scores = jnp.einsum("nlhd,nshd->nhls", q, k)
-        scores = scores + self._bias(attn_mask, key_padding_mask, n, q_len, s_len, scores.dtype, unbatched)
+        scores = scores + self._bias(
+            attn_mask, key_padding_mask, n, q_len, s_len, scores.dtype, unbatched
+        )
         weights = jax.nn.softmax(scores, axis=-1)
         dropped = weights
         if train and self.dropout > 0.0:
@@ -134,7 +144,9 @@ class MultiheadAttention(Module):
                 dropped = jnp.zeros_like(weights)
             else:
                 keep = jax.random.bernoulli(rng, 1.0 - self.dropout, weights.shape)
-                dropped = jnp.where(keep, weights / (1.0 - self.dropout), jnp.zeros((), weights.dtype))
+                dropped = jnp.where(
+                    keep, weights / (1.0 - self.dropout), jnp.zeros((), weights.dtype)
+                )
         out = jnp.einsum("nhls,nshd->nlhd", dropped, v).reshape(n, q_len, e)
         out, _ = self.out_proj.apply(params["out_proj"], {}, out)
 
@@ -149,7 +161,14 @@ class MultiheadAttention(Module):
         return (out, w[0] if unbatched else w), state
 
     def _bias(
-        self, attn_mask: Any, key_padding_mask: Any, n: int, q_len: int, s_len: int, dtype: Any, unbatched: bool
+        self,
+        attn_mask: Any,
+        key_padding_mask: Any,
+        n: int,
+        q_len: int,
+        s_len: int,
+        dtype: Any,
+        unbatched: bool,
     ) -> jax.Array:
         """The masks as one additive ``(N, H, L, S)``-broadcastable float: bool True -> -inf."""
         h = self.num_heads
@@ -157,10 +176,18 @@ class MultiheadAttention(Module):
         if attn_mask is not None:
             m = _additive(attn_mask, dtype)
             if m.ndim == 2:
-                check(m.shape == (q_len, s_len), self, f"attn_mask must be ({q_len}, {s_len}) or ({n * h}, {q_len}, {s_len}), got {m.shape}.")
+                check(
+                    m.shape == (q_len, s_len),
+                    self,
+                    f"attn_mask must be ({q_len}, {s_len}) or ({n * h}, {q_len}, {s_len}), got {m.shape}.",
+                )
                 m = m.reshape(1, 1, q_len, s_len)
             else:
-                check(m.shape == (n * h, q_len, s_len), self, f"attn_mask must be ({q_len}, {s_len}) or ({n * h}, {q_len}, {s_len}), got {m.shape}.")
+                check(
+                    m.shape == (n * h, q_len, s_len),
+                    self,
+                    f"attn_mask must be ({q_len}, {s_len}) or ({n * h}, {q_len}, {s_len}), got {m.shape}.",
+                )
                 m = m.reshape(n, h, q_len, s_len)
             total = total + m
         if key_padding_mask is not None:

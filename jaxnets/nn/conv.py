@@ -28,7 +28,11 @@ def _batched(layer: Module, x: jax.Array, n: int) -> tuple[jax.Array, bool]:
     """``x`` with a batch dim (torch accepts unbatched ``(C, *spatial)`` inputs too)."""
     if x.ndim == n + 1:
         return x[None], True
-    check(x.ndim == n + 2, layer, f"expected input of shape (N, C, {n} spatial dims) or (C, {n} spatial dims), got {x.shape}.")
+    check(
+        x.ndim == n + 2,
+        layer,
+        f"expected input of shape (N, C, {n} spatial dims) or (C, {n} spatial dims), got {x.shape}.",
+    )
     return x, False
 
 
@@ -57,9 +61,17 @@ class _ConvNd(Module):
             self,
             f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be divisible by groups ({self.groups}).",
         )
-        check(self.padding_mode in _PAD_MODES, self, f"padding_mode must be one of {sorted(_PAD_MODES)}, got {self.padding_mode!r}.")
+        check(
+            self.padding_mode in _PAD_MODES,
+            self,
+            f"padding_mode must be one of {sorted(_PAD_MODES)}, got {self.padding_mode!r}.",
+        )
         if isinstance(self.padding, str):
-            check(self.padding in ("same", "valid"), self, f"padding must be 'same', 'valid', an int or a tuple, got {self.padding!r}.")
+            check(
+                self.padding in ("same", "valid"),
+                self,
+                f"padding must be 'same', 'valid', an int or a tuple, got {self.padding!r}.",
+            )
             if self.padding == "same":
                 check(
                     all(s == 1 for s in ntuple(self.stride, self._n, "stride", name)),
@@ -92,7 +104,13 @@ class _ConvNd(Module):
         return params, {}
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         n, name = self._n, type(self).__name__
         x, unbatched = _batched(self, x, n)
@@ -198,7 +216,11 @@ class ConvTranspose2d(Module):
             self,
             f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be divisible by groups ({self.groups}).",
         )
-        check(self.padding_mode == "zeros", self, f"only padding_mode='zeros' is supported (as in PyTorch), got {self.padding_mode!r}.")
+        check(
+            self.padding_mode == "zeros",
+            self,
+            f"only padding_mode='zeros' is supported (as in PyTorch), got {self.padding_mode!r}.",
+        )
         check(
             all(o < max(si, di) for o, si, di in zip(op, s, d)),
             self,
@@ -218,7 +240,13 @@ class ConvTranspose2d(Module):
         return params, {}
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         x, unbatched = _batched(self, x, 2)
         k, s, p = self._arg("kernel_size"), self._arg("stride"), self._arg("padding")
@@ -228,7 +256,9 @@ class ConvTranspose2d(Module):
         cin, cout_g = w.shape[0], w.shape[1]
         w = w.reshape(g, cin // g, cout_g, k[0], k[1]).transpose(0, 2, 1, 3, 4)
         w = jnp.flip(w.reshape(g * cout_g, cin // g, k[0], k[1]), axis=(2, 3))
-        pads = [(di * (ki - 1) - pi, di * (ki - 1) - pi + oi) for ki, di, pi, oi in zip(k, d, p, op)]
+        pads = [
+            (di * (ki - 1) - pi, di * (ki - 1) - pi + oi) for ki, di, pi, oi in zip(k, d, p, op)
+        ]
         y = jax.lax.conv_general_dilated(
             x,
             w,
@@ -242,4 +272,3 @@ class ConvTranspose2d(Module):
         if self.bias:
             y = y + params["bias"].reshape(1, -1, 1, 1)
         return (y[0] if unbatched else y), state
-

@@ -31,13 +31,23 @@ class Dropout(Module):
     p: float = 0.5
 
     def __post_init__(self) -> None:
-        check(0.0 <= self.p <= 1.0, self, f"dropout probability has to be between 0 and 1, but got {self.p}.")
+        check(
+            0.0 <= self.p <= 1.0,
+            self,
+            f"dropout probability has to be between 0 and 1, but got {self.p}.",
+        )
 
     def init(self, key: jax.Array) -> tuple[Params, State]:
         return {}, {}
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         if not train or self.p == 0.0:
             return x, state

@@ -55,7 +55,13 @@ class Embedding(Module):
         return {"weight": w}, {}
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         w = params["weight"]
         if self._pad is not None:  # torch gives the padding row no gradient

@@ -51,7 +51,13 @@ class _BatchNorm(Module):
         return params, state
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         check(
             x.ndim in self._ranks and x.shape[1] == self.num_features,
@@ -64,7 +70,11 @@ class _BatchNorm(Module):
         new_state = state
         if use_batch:
             n = x.size // self.num_features
-            check(n > 1, self, f"expected more than 1 value per channel when training, got input shape {x.shape}.")
+            check(
+                n > 1,
+                self,
+                f"expected more than 1 value per channel when training, got input shape {x.shape}.",
+            )
             mean = jnp.mean(x, axis=axes)
             var = jnp.mean(jnp.square(x - mean.reshape(cshape)), axis=axes)
             if train and self.track_running_stats:
@@ -75,8 +85,10 @@ class _BatchNorm(Module):
                     f = jnp.asarray(self.momentum, mean.dtype)
                 unbiased = var * (n / (n - 1))
                 new_state = {
-                    "running_mean": (1 - f) * state["running_mean"] + f * jax.lax.stop_gradient(mean),
-                    "running_var": (1 - f) * state["running_var"] + f * jax.lax.stop_gradient(unbiased),
+                    "running_mean": (1 - f) * state["running_mean"]
+                    + f * jax.lax.stop_gradient(mean),
+                    "running_var": (1 - f) * state["running_var"]
+                    + f * jax.lax.stop_gradient(unbiased),
                     "num_batches_tracked": count,
                 }
         else:
@@ -126,7 +138,10 @@ class BatchNorm1d(_BatchNorm):
 @register(name="nn.BatchNorm2d")
 @dataclass(frozen=True)
 class BatchNorm2d(_BatchNorm):
-    __doc__ = """Batch normalisation over ``x (N, C, H, W)`` -> same shape, as ``torch.nn.BatchNorm2d``.""" + _BN_DOC
+    __doc__ = (
+        """Batch normalisation over ``x (N, C, H, W)`` -> same shape, as ``torch.nn.BatchNorm2d``."""
+        + _BN_DOC
+    )
 
 
 @register(name="nn.LayerNorm")
@@ -167,11 +182,21 @@ class LayerNorm(Module):
         return params, {}
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         shape = self._shape
         k = len(shape)
-        check(tuple(x.shape[x.ndim - k :]) == shape, self, f"expected input (..., {', '.join(map(str, shape))}), got shape {x.shape}.")
+        check(
+            tuple(x.shape[x.ndim - k :]) == shape,
+            self,
+            f"expected input (..., {', '.join(map(str, shape))}), got shape {x.shape}.",
+        )
         axes = tuple(range(x.ndim - k, x.ndim))
         mean = jnp.mean(x, axis=axes, keepdims=True)
         xc = x - mean
@@ -217,7 +242,13 @@ class GroupNorm(Module):
         return {"weight": jnp.ones((c,), jnp.float32), "bias": jnp.zeros((c,), jnp.float32)}, {}
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         check(
             x.ndim >= 2 and x.shape[1] == self.num_channels,

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
@@ -36,26 +36,49 @@ def _pads(size: int, out: int, k: int, s: int, p: int, d: int) -> tuple[int, int
 
 
 def _check_input(layer: Module, x: Any) -> None:
-    check(x.ndim in (3, 4), layer, f"expected input (N, C, H, W) or (C, H, W), got shape {x.shape}.")
+    check(
+        x.ndim in (3, 4), layer, f"expected input (N, C, H, W) or (C, H, W), got shape {x.shape}."
+    )
 
 
 @dataclass(frozen=True)
 class _Pool2d(Module):
+    if TYPE_CHECKING:  # the fields each pool declares (not fields here: they would reorder them)
+        kernel_size: _Pair
+        stride: _Pair | None
+        padding: _Pair
+        ceil_mode: bool
+
     def init(self, key: jax.Array) -> tuple[Params, State]:
         return {}, {}
 
-    def _geometry(self, x: Any, dilation: _Pair = 1) -> tuple[list[tuple[int, int]], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    def _geometry(
+        self, x: Any, dilation: _Pair = 1
+    ) -> tuple[list[tuple[int, int]], tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         """Per spatial dim: pads, kernel, stride, dilation; checked as torch checks them."""
         name = type(self).__name__
-        k = ntuple(self.kernel_size, 2, "kernel_size", name)  # type: ignore[attr-defined]
-        s = k if self.stride is None else ntuple(self.stride, 2, "stride", name)  # type: ignore[attr-defined]
-        p = ntuple(self.padding, 2, "padding", name)  # type: ignore[attr-defined]
+        k = ntuple(self.kernel_size, 2, "kernel_size", name)
+        s = k if self.stride is None else ntuple(self.stride, 2, "stride", name)
+        p = ntuple(self.padding, 2, "padding", name)
         d = ntuple(dilation, 2, "dilation", name)
-        check(all(pi <= ki // 2 for pi, ki in zip(p, k)), self, f"padding {p} should be at most half of kernel size {k}.")
+        check(
+            all(pi <= ki // 2 for pi, ki in zip(p, k)),
+            self,
+            f"padding {p} should be at most half of kernel size {k}.",
+        )
         sizes = x.shape[-2:]
-        outs = [_out_size(n, ki, si, pi, di, self.ceil_mode) for n, ki, si, pi, di in zip(sizes, k, s, p, d)]  # type: ignore[attr-defined]
-        check(all(o > 0 for o in outs), self, f"input spatial size {sizes} is too small for kernel {k}, padding {p}, dilation {d}.")
-        pads = [_pads(n, o, ki, si, pi, di) for n, o, ki, si, pi, di in zip(sizes, outs, k, s, p, d)]
+        outs = [
+            _out_size(n, ki, si, pi, di, self.ceil_mode)
+            for n, ki, si, pi, di in zip(sizes, k, s, p, d)
+        ]
+        check(
+            all(o > 0 for o in outs),
+            self,
+            f"input spatial size {sizes} is too small for kernel {k}, padding {p}, dilation {d}.",
+        )
+        pads = [
+            _pads(n, o, ki, si, pi, di) for n, o, ki, si, pi, di in zip(sizes, outs, k, s, p, d)
+        ]
         return pads, k, s, d
 
 
@@ -88,7 +111,13 @@ class MaxPool2d(_Pool2d):
         check(not self.return_indices, self, "return_indices=True is not supported.")
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         _check_input(self, x)
         pads, k, s, d = self._geometry(x, self.dilation)
@@ -145,7 +174,13 @@ class AvgPool2d(_Pool2d):
         check(self.divisor_override != 0, self, "divisor_override must not be 0.")
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         _check_input(self, x)
         pads, k, s, _ = self._geometry(x)
@@ -202,7 +237,13 @@ class AdaptiveAvgPool2d(Module):
         return {}, {}
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
+        self,
+        params: Params,
+        state: State,
+        x: Any,
+        *,
+        train: bool = False,
+        key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         _check_input(self, x)
         size = self.output_size

@@ -18,7 +18,9 @@ def _to_torch(jax_module: Any, params: Any, state: Any, torch_module: Any) -> An
     import torch
 
     flat = jaxnets.state_dict(params, state, model=jax_module)
-    torch_module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in flat.items()}, strict=True)
+    torch_module.load_state_dict(
+        {k: torch.from_numpy(np.array(v)) for k, v in flat.items()}, strict=True
+    )
     return torch_module
 
 

@@ -51,6 +51,12 @@ def test_bad_arguments_raise():
 
 def test_activations_vmap_and_grad():
     for layer, _ in CASES:
-        f = jax.vmap(jax.grad(lambda x, layer=layer: jnp.sum(layer.apply({}, {}, x)[0] * jnp.arange(3.0).reshape(1, 3))))
+        f = jax.vmap(
+            jax.grad(
+                lambda x, layer=layer: jnp.sum(
+                    layer.apply({}, {}, x)[0] * jnp.arange(3.0).reshape(1, 3)
+                )
+            )
+        )
         g = f(jnp.ones((2, 3, 3)))
         assert g.shape == (2, 3, 3) and bool(jnp.all(jnp.isfinite(g)))

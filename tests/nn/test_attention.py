@@ -52,10 +52,23 @@ def test_cross_attention_with_masks_matches_torch(to_torch, close, rng):
     kpm[0, 4:] = True
     kpm[1, 0] = True
     causal = np.triu(np.ones((4, 6), bool), k=1)
-    want_out, want_w = t(_t(q), _t(k), _t(v), key_padding_mask=_t(kpm), attn_mask=_t(causal), average_attn_weights=False)
+    want_out, want_w = t(
+        _t(q),
+        _t(k),
+        _t(v),
+        key_padding_mask=_t(kpm),
+        attn_mask=_t(causal),
+        average_attn_weights=False,
+    )
     (out, w), _ = layer.apply(
-        params, state, jnp.asarray(q), jnp.asarray(k), jnp.asarray(v),
-        key_padding_mask=jnp.asarray(kpm), attn_mask=jnp.asarray(causal), average_attn_weights=False,
+        params,
+        state,
+        jnp.asarray(q),
+        jnp.asarray(k),
+        jnp.asarray(v),
+        key_padding_mask=jnp.asarray(kpm),
+        attn_mask=jnp.asarray(causal),
+        average_attn_weights=False,
     )
     assert out.shape == (2, 4, E) and w.shape == (2, H, 4, 6)
     close(out, want_out)
@@ -88,7 +101,11 @@ def test_params_keys_shapes_and_init_match_torch():
     sd = jaxnets.state_dict(params, state, model=layer)
     t = torch.nn.MultiheadAttention(16, 4)
     want = t.state_dict()
-    assert list(sd) == list(want) == ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
+    assert (
+        list(sd)
+        == list(want)
+        == ["in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias"]
+    )
     for k, v in want.items():
         assert sd[k].shape == tuple(v.shape)
     np.testing.assert_array_equal(sd["in_proj_bias"], 0)
@@ -112,16 +129,22 @@ def test_attention_dropout_needs_key_and_drops_weights():
     x = jnp.ones((1, 6, 8))
     with pytest.raises(JaxnetsError, match="MultiheadAttention needs a PRNG key"):
         layer.apply(params, state, x, train=True)
-    (_, w), _ = layer.apply(params, state, x, train=True, key=jax.random.key(1), average_attn_weights=False)
+    (_, w), _ = layer.apply(
+        params, state, x, train=True, key=jax.random.key(1), average_attn_weights=False
+    )
     w = np.asarray(w)
     assert 0.3 < np.mean(w == 0) < 0.7
-    np.testing.assert_allclose(w[w != 0], 2 / 6, rtol=1e-5)  # uniform weights 1/6, scaled by 1/(1-p)
+    np.testing.assert_allclose(
+        w[w != 0], 2 / 6, rtol=1e-5
+    )  # uniform weights 1/6, scaled by 1/(1-p)
     (_, w_eval), _ = layer.apply(params, state, x)
     np.testing.assert_allclose(np.asarray(w_eval), 1 / 6, rtol=1e-5)
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(JaxnetsError, match=r"embed_dim \(10\) must be divisible by num_heads \(3\)"):
+    with pytest.raises(
+        JaxnetsError, match=r"embed_dim \(10\) must be divisible by num_heads \(3\)"
+    ):
         nn.MultiheadAttention(10, 3)
     layer = nn.MultiheadAttention(8, 2, batch_first=True)
     params, state = layer.init(jax.random.key(0))

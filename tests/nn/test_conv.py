@@ -20,13 +20,22 @@ def _out(size: int, k: int, s: int, p: int, d: int) -> int:
 
 CONV2D_CASES = [
     dict(in_channels=3, out_channels=4, kernel_size=3),
-    dict(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=(2, 1), padding=(1, 2), dilation=(1, 2)),
+    dict(
+        in_channels=4,
+        out_channels=6,
+        kernel_size=(3, 2),
+        stride=(2, 1),
+        padding=(1, 2),
+        dilation=(1, 2),
+    ),
     dict(in_channels=4, out_channels=6, kernel_size=3, groups=2, bias=False),
     dict(in_channels=3, out_channels=4, kernel_size=4, padding="same", dilation=2),
     dict(in_channels=3, out_channels=4, kernel_size=3, padding="valid", stride=2),
     dict(in_channels=3, out_channels=4, kernel_size=3, padding=1, padding_mode="reflect"),
     dict(in_channels=3, out_channels=4, kernel_size=3, padding=(2, 1), padding_mode="replicate"),
-    dict(in_channels=3, out_channels=4, kernel_size=3, padding=1, padding_mode="circular", stride=2),
+    dict(
+        in_channels=3, out_channels=4, kernel_size=3, padding=1, padding_mode="circular", stride=2
+    ),
 ]
 
 
@@ -46,7 +55,9 @@ def test_conv2d_matches_torch(kwargs, to_torch, close, rng):
     "kwargs",
     [
         dict(in_channels=3, out_channels=5, kernel_size=3),
-        dict(in_channels=4, out_channels=2, kernel_size=4, stride=2, padding=3, dilation=2, groups=2),
+        dict(
+            in_channels=4, out_channels=2, kernel_size=4, stride=2, padding=3, dilation=2, groups=2
+        ),
         dict(in_channels=3, out_channels=5, kernel_size=2, padding="same", bias=False),
         dict(in_channels=3, out_channels=5, kernel_size=3, padding=2, padding_mode="circular"),
     ],
@@ -66,8 +77,24 @@ def test_conv1d_matches_torch(kwargs, to_torch, close, rng):
     [
         dict(in_channels=3, out_channels=5, kernel_size=3),
         dict(in_channels=4, out_channels=6, kernel_size=3, stride=2, padding=1, output_padding=1),
-        dict(in_channels=4, out_channels=6, kernel_size=(3, 2), stride=(2, 3), padding=(2, 0), output_padding=(1, 2), groups=2),
-        dict(in_channels=2, out_channels=3, kernel_size=3, stride=2, dilation=2, output_padding=1, bias=False),
+        dict(
+            in_channels=4,
+            out_channels=6,
+            kernel_size=(3, 2),
+            stride=(2, 3),
+            padding=(2, 0),
+            output_padding=(1, 2),
+            groups=2,
+        ),
+        dict(
+            in_channels=2,
+            out_channels=3,
+            kernel_size=3,
+            stride=2,
+            dilation=2,
+            output_padding=1,
+            bias=False,
+        ),
     ],
     ids=str,
 )
@@ -103,7 +130,9 @@ def test_conv1d_and_transpose_output_shapes_agree_with_docstrings():
     c1 = nn.Conv1d(3, 4, 5, stride=2, padding=1, dilation=2)
     y, _ = c1.apply(*c1.init(jax.random.key(0)), jnp.zeros((2, 3, 20)))
     assert y.shape == (2, 4, _out(20, 5, 2, 1, 2))
-    ct = nn.ConvTranspose2d(3, 4, (3, 4), stride=(2, 3), padding=(1, 0), output_padding=(1, 2), dilation=(1, 1))
+    ct = nn.ConvTranspose2d(
+        3, 4, (3, 4), stride=(2, 3), padding=(1, 0), output_padding=(1, 2), dilation=(1, 1)
+    )
     y, _ = ct.apply(*ct.init(jax.random.key(0)), jnp.zeros((2, 3, 5, 6)))
     assert y.shape == (2, 4, (5 - 1) * 2 - 2 + 2 + 1 + 1, (6 - 1) * 3 - 0 + 3 + 2 + 1)
 
@@ -153,7 +182,9 @@ def test_conv_rejects_bad_hyperparameters():
 def test_conv_rejects_wrong_input_rank():
     layer = nn.Conv2d(3, 4, 3)
     params, state = layer.init(jax.random.key(0))
-    with pytest.raises(JaxnetsError, match=r"Conv2d: expected input of shape \(N, C, 2 spatial dims\)"):
+    with pytest.raises(
+        JaxnetsError, match=r"Conv2d: expected input of shape \(N, C, 2 spatial dims\)"
+    ):
         layer.apply(params, state, jnp.zeros((1, 1, 3, 6, 6)))
 
 

@@ -53,7 +53,9 @@ def test_keys_give_different_masks_and_same_key_same_mask():
 def test_p_zero_and_one_edge_cases():
     x = jnp.ones((3, 3))
     np.testing.assert_array_equal(nn.Dropout(0.0).apply({}, {}, x, train=True)[0], x)
-    np.testing.assert_array_equal(nn.Dropout(1.0).apply({}, {}, x, train=True, key=jax.random.key(0))[0], 0 * x)
+    np.testing.assert_array_equal(
+        nn.Dropout(1.0).apply({}, {}, x, train=True, key=jax.random.key(0))[0], 0 * x
+    )
 
 
 def test_train_without_key_raises():

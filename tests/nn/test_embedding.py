@@ -37,9 +37,13 @@ def test_padding_row_gets_no_gradient_as_in_torch():
     layer = nn.Embedding(5, 3, padding_idx=1)
     params, state = layer.init(jax.random.key(0))
     idx = jnp.array([0, 1, 1, 4])
-    g = jax.grad(lambda p: jnp.sum(layer.apply(p, state, idx)[0] ** 2 + layer.apply(p, state, idx)[0]))(params)
+    g = jax.grad(
+        lambda p: jnp.sum(layer.apply(p, state, idx)[0] ** 2 + layer.apply(p, state, idx)[0])
+    )(params)
     t = torch.nn.Embedding(5, 3, padding_idx=1)
-    t.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in jaxnets.state_dict(params).items()})
+    t.load_state_dict(
+        {k: torch.from_numpy(np.array(v)) for k, v in jaxnets.state_dict(params).items()}
+    )
     out = t(torch.from_numpy(np.array(idx)))
     (out**2 + out).sum().backward()
     np.testing.assert_allclose(g["weight"], t.weight.grad.numpy(), rtol=1e-6)

@@ -31,7 +31,9 @@ BN_CASES = [
 
 
 @pytest.mark.parametrize("jcls, tcls, shape, kwargs", BN_CASES, ids=lambda v: str(v))
-def test_batchnorm_matches_torch_over_train_steps_and_eval(jcls, tcls, shape, kwargs, to_torch, close, rng):
+def test_batchnorm_matches_torch_over_train_steps_and_eval(
+    jcls, tcls, shape, kwargs, to_torch, close, rng
+):
     layer = jcls(4, **kwargs)
     params, state = _perturbed(layer)
     t = to_torch(layer, params, state, tcls(4, **kwargs))
@@ -60,8 +62,12 @@ def test_batchnorm_state_buffers_and_dtypes():
     params, state = nn.BatchNorm2d(3).init(jax.random.key(0))
     assert list(params) == ["weight", "bias"]
     assert list(state) == ["running_mean", "running_var", "num_batches_tracked"]
-    assert state["num_batches_tracked"].dtype == jnp.int32 and state["num_batches_tracked"].shape == ()
-    assert np.all(np.asarray(state["running_var"]) == 1) and np.all(np.asarray(params["weight"]) == 1)
+    assert (
+        state["num_batches_tracked"].dtype == jnp.int32 and state["num_batches_tracked"].shape == ()
+    )
+    assert np.all(np.asarray(state["running_var"]) == 1) and np.all(
+        np.asarray(params["weight"]) == 1
+    )
 
 
 def test_batchnorm_loads_torch_int64_counter():
@@ -69,7 +75,9 @@ def test_batchnorm_loads_torch_int64_counter():
     t.train()
     t(torch.randn(4, 3, 2, 2))
     params, state = jaxnets.load_state_dict(nn.BatchNorm2d(3), t.state_dict())
-    assert int(state["num_batches_tracked"]) == 1 and state["num_batches_tracked"].dtype == jnp.int32
+    assert (
+        int(state["num_batches_tracked"]) == 1 and state["num_batches_tracked"].dtype == jnp.int32
+    )
 
 
 def test_batchnorm_errors():

@@ -91,7 +91,9 @@ def test_pools_accept_unbatched_inputs(close, rng):
 def test_pools_have_no_params_and_differentiate_under_jit():
     for layer in (nn.MaxPool2d(2), nn.AvgPool2d(2), nn.AdaptiveAvgPool2d(3)):
         assert layer.init(jax.random.key(0)) == ({}, {})
-        g = jax.jit(jax.grad(lambda x, layer=layer: jnp.sum(layer.apply({}, {}, x)[0])))(jnp.ones((1, 1, 5, 5)))
+        g = jax.jit(jax.grad(lambda x, layer=layer: jnp.sum(layer.apply({}, {}, x)[0])))(
+            jnp.ones((1, 1, 5, 5))
+        )
         assert g.shape == (1, 1, 5, 5) and bool(jnp.all(jnp.isfinite(g)))
 
 

@@ -17,21 +17,43 @@ from jaxnets import nn
 
 def mlp() -> tuple[nn.Module, torch.nn.Module]:
     j = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 3))
-    t = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16), torch.nn.Tanh(), torch.nn.Linear(16, 3))
+    t = torch.nn.Sequential(
+        torch.nn.Linear(6, 16),
+        torch.nn.ReLU(),
+        torch.nn.Linear(16, 16),
+        torch.nn.Tanh(),
+        torch.nn.Linear(16, 3),
+    )
     return j, t
 
 
 def cnn() -> tuple[nn.Module, torch.nn.Module]:
     j = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
-        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(), nn.Linear(16, 10),
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout(0.25),
+        nn.Conv2d(8, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
     )
     T = torch.nn
     t = T.Sequential(
-        T.Conv2d(3, 8, 3, padding=1), T.BatchNorm2d(8), T.ReLU(), T.MaxPool2d(2), T.Dropout(0.25),
-        T.Conv2d(8, 16, 3, padding=1), T.BatchNorm2d(16), T.ReLU(), T.AdaptiveAvgPool2d(1),
-        T.Flatten(), T.Linear(16, 10),
+        T.Conv2d(3, 8, 3, padding=1),
+        T.BatchNorm2d(8),
+        T.ReLU(),
+        T.MaxPool2d(2),
+        T.Dropout(0.25),
+        T.Conv2d(8, 16, 3, padding=1),
+        T.BatchNorm2d(16),
+        T.ReLU(),
+        T.AdaptiveAvgPool2d(1),
+        T.Flatten(),
+        T.Linear(16, 10),
     )
     return j, t
 
@@ -51,7 +73,9 @@ class TinyTransformer(nn.Module):
     drop: nn.Dropout = nn.Dropout(0.1)
     head: nn.Linear = nn.Linear(16, 50)
 
-    def apply(self, params: Any, state: Any, x: Any, *, train: bool = False, key: Any = None) -> Any:
+    def apply(
+        self, params: Any, state: Any, x: Any, *, train: bool = False, key: Any = None
+    ) -> Any:
         m = self.bind(params, state, train=train, key=key)
         h = m.embed(x)
         a, _ = m.attn(m.ln1(h), key_padding_mask=x == 0, need_weights=False)
@@ -76,7 +100,9 @@ class TorchTinyTransformer(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x)
-        a, _ = self.attn(self.ln1(h), self.ln1(h), self.ln1(h), key_padding_mask=x == 0, need_weights=False)
+        a, _ = self.attn(
+            self.ln1(h), self.ln1(h), self.ln1(h), key_padding_mask=x == 0, need_weights=False
+        )
         h = h + self.drop(a)
         h = h + self.drop(self.fc2(self.act(self.fc1(self.ln2(h)))))
         return self.head(h)
