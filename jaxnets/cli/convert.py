@@ -50,7 +50,14 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, force: 
         raise JaxnetsError(f"{dst}: convert writes files, not checkpoint directories.", file=os.fspath(dst))
     source = open_source(src)
     try:
-        flat = dict(source.items())
+        keys = [k for k, i in source.infos().items() if i.dtype.startswith("key<")]
+        if keys and kind != "jaxnets":
+            raise JaxnetsError(
+                f"{src}: {keys[0]!r} is a typed PRNG key array ({len(keys)} in all), which {kind} files "
+                "cannot hold; convert to a jaxnets file instead, or drop the keys first.",
+                file=os.fspath(src), path=keys[0],
+            )
+        flat = {k: source.value(k) for k in source.keys()}
         if not flat:
             raise FileFormatError(f"{src}: holds no tensors to convert.", file=os.fspath(src))
         if kind == "safetensors":
@@ -70,7 +77,7 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, force: 
             save_state_dict(dst_path, flat)
         dropped = " (architecture config dropped: the target format holds tensors only)" if (
             source.config is not None and kind != "jaxnets") else ""
-        total = sum(v.nbytes for v in flat.values())
+        total = sum(int(getattr(v, "nbytes", 0)) for v in flat.values())
         print(f"{src} ({source.kind}) -> {dst} ({kind}): {len(flat)} tensors, {format_bytes(total)}{dropped}")
     finally:
         source.close()

@@ -65,6 +65,10 @@ class Source:
         for k in self.keys():
             yield k, self[k]
 
+    def value(self, key: str) -> Any:
+        """One entry as stored: like ``self[key]``, but typed PRNG key arrays stay jax key arrays."""
+        return self[key]
+
     @property
     def config(self) -> Any:
         """The architecture config, or None when the format stores none."""
@@ -210,8 +214,16 @@ class JaxnetsFileSource(Source):
     def infos(self) -> dict[str, LeafInfo]:
         return dict(self._r.infos())
 
+    def value(self, key: str) -> Any:
+        return to_numpy(self._r[key])
+
     def __getitem__(self, key: str) -> np.ndarray:
-        return np.asarray(to_numpy(self._r[key]))
+        value = to_numpy(self._r[key])
+        if not isinstance(value, np.ndarray):  # a typed PRNG key array: compare its raw bits
+            import jax
+
+            return np.asarray(jax.random.key_data(value))
+        return value
 
     def groups(self) -> dict[str, dict[str, LeafInfo]]:
         """``{"params": ..., "state (buffers)": ..., "opt_state": ...}`` from the header alone."""

@@ -228,3 +228,16 @@ def test_console_script_runs_the_same_command(files: dict[str, Path]) -> None:
                        env=dict(os.environ, JAX_PLATFORMS="cpu"))
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"{files['st']}  (safetensors, ") and "new.weight" in r.stdout
+
+
+def test_convert_keeps_prng_keys_in_jaxnets_files_and_refuses_them_elsewhere(tmp_path: Path) -> None:
+    src = tmp_path / "withkey.jnet"
+    jaxnets.save_state_dict(src, {"w": np.arange(3, dtype=np.float32), "rng": jax.random.key(7)})
+    r = cli("convert", src, tmp_path / "k.safetensors")
+    assert r.returncode == 2 and "'rng' is a typed PRNG key array" in r.stderr, r.stderr
+    assert not (tmp_path / "k.safetensors").exists()
+    r = cli("convert", src, tmp_path / "copy.jnet")
+    assert r.returncode == 0, r.stderr
+    with jaxnets.open(tmp_path / "copy.jnet") as f:
+        assert f.infos()["rng"].dtype == "key<fry>"
+        assert np.array_equal(jax.random.key_data(f["rng"]), jax.random.key_data(jax.random.key(7)))
