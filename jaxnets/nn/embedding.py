@@ -25,8 +25,9 @@ class Embedding(Module):
     ``padding_idx`` (negative counts from the end) zero. As in torch, the padding row gets no
     gradient, so training leaves it unchanged. (torch's ``max_norm``/``sparse`` are not supported.)
 
-    Shapes: ``indices (*)`` int -> ``(*, embedding_dim)``. Indices outside ``[0, num_embeddings)`` give
-    NaN rows (JAX's ``take(mode="fill")``) where torch raises: check them upstream if they can be.
+    Shapes: ``indices (*)`` int -> ``(*, embedding_dim)``. Indices ``>= num_embeddings`` give NaN rows
+    and negative ones count from the end (JAX's ``take(mode="fill")``), where torch raises for
+    both: check indices upstream if they can be out of range.
 
     Raises:
       JaxnetsError: ``padding_idx`` outside ``[-num_embeddings, num_embeddings)``.
