@@ -30,6 +30,17 @@ def format_bytes(n: float) -> str:
 
 
 def _itemsize(dtype: str) -> int:
+    if dtype.startswith("key<") and dtype.endswith(">"):  # a typed PRNG key: the size of its key data
+        import jax
+
+        for impl in ("threefry2x32", "rbg", "unsafe_rbg", "philox4x32", "philox2x32", "threefry4x32"):
+            try:
+                key = jax.random.key(0, impl=impl)
+            except (ValueError, TypeError):
+                continue
+            if str(key.dtype) == dtype:
+                return int(jax.random.key_data(key).nbytes)
+        return 0
     try:
         return np.dtype(dtype).itemsize
     except TypeError:
@@ -38,7 +49,7 @@ def _itemsize(dtype: str) -> int:
         try:
             return jnp.dtype(dtype).itemsize
         except TypeError:
-            return 0  # PRNG key arrays and other opaque dtypes
+            return 0  # an opaque dtype this jax does not know
 
 
 def nbytes(info: LeafInfo) -> int:
