@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import jaxnets
 from jaxnets import nn
@@ -58,6 +59,7 @@ def _train(model, params, state, opt, x, y, steps):
     return params, state, opt_state, losses
 
 
+@pytest.mark.slow
 def test_jit_train_step_decreases_loss_and_threads_batchnorm_state():
     model = _cnn()
     params, state = model.init(jax.random.key(0))
@@ -70,6 +72,7 @@ def test_jit_train_step_decreases_loss_and_threads_batchnorm_state():
     assert float(jnp.mean(jnp.argmax(logits, -1) == y)) > 0.9
 
 
+@pytest.mark.slow
 def test_optax_state_flattens_and_comes_back_as_namedtuples():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     params, state = model.init(jax.random.key(0))

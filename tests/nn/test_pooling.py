@@ -51,31 +51,34 @@ def _expected_shape(kw, h, w):
 @pytest.mark.parametrize("hw", [(7, 8), (6, 5)])
 def test_maxpool2d_matches_torch(kwargs, hw, close, rng):
     x = rng.standard_normal((2, 3, *hw)).astype(np.float32)
-    y, state = nn.MaxPool2d(**kwargs).apply({}, {}, jnp.asarray(x))
     want = torch.nn.MaxPool2d(**kwargs)(torch.from_numpy(x))
-    assert y.shape == (2, 3, *_expected_shape(kwargs, *hw)) == tuple(want.shape)
-    close(y, want)
-    assert state == {}
+    for train in (False, True):
+        y, state = nn.MaxPool2d(**kwargs).apply({}, {}, jnp.asarray(x), train=train)
+        assert y.shape == (2, 3, *_expected_shape(kwargs, *hw)) == tuple(want.shape)
+        close(y, want)
+        assert state == {}
 
 
 @pytest.mark.parametrize("kwargs", AVG_CASES, ids=str)
 @pytest.mark.parametrize("hw", [(7, 8), (6, 5)])
 def test_avgpool2d_matches_torch(kwargs, hw, close, rng):
     x = rng.standard_normal((2, 3, *hw)).astype(np.float32)
-    y, _ = nn.AvgPool2d(**kwargs).apply({}, {}, jnp.asarray(x))
     want = torch.nn.AvgPool2d(**kwargs)(torch.from_numpy(x))
-    assert y.shape == (2, 3, *_expected_shape(kwargs, *hw)) == tuple(want.shape)
-    close(y, want)
+    for train in (False, True):
+        y, _ = nn.AvgPool2d(**kwargs).apply({}, {}, jnp.asarray(x), train=train)
+        assert y.shape == (2, 3, *_expected_shape(kwargs, *hw)) == tuple(want.shape)
+        close(y, want)
 
 
 @pytest.mark.parametrize("out", [1, 3, (2, 5), (4, None), (7, 3)], ids=str)
 def test_adaptive_avgpool2d_matches_torch_for_non_divisible_sizes(out, close, rng):
     x = rng.standard_normal((2, 3, 10, 7)).astype(np.float32)
-    y, _ = nn.AdaptiveAvgPool2d(out).apply({}, {}, jnp.asarray(x))
     want = torch.nn.AdaptiveAvgPool2d(out)(torch.from_numpy(x))
     pair = (out, out) if isinstance(out, int) else out
-    assert y.shape == (2, 3, pair[0] or 10, pair[1] or 7) == tuple(want.shape)
-    close(y, want)
+    for train in (False, True):
+        y, _ = nn.AdaptiveAvgPool2d(out).apply({}, {}, jnp.asarray(x), train=train)
+        assert y.shape == (2, 3, pair[0] or 10, pair[1] or 7) == tuple(want.shape)
+        close(y, want)
 
 
 def test_pools_accept_unbatched_inputs(close, rng):
