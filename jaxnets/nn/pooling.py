@@ -121,6 +121,8 @@ class MaxPool2d(_Pool2d):
     ) -> tuple[jax.Array, State]:
         _check_input(self, x)
         pads, k, s, d = self._geometry(x, self.dilation)
+        if k == s and d == (1, 1) and all(lo == hi == 0 for lo, hi in pads):
+            return _max_pool_tiled(x, k), state
         lead = x.ndim - 2
         init = -np.inf if jnp.issubdtype(x.dtype, jnp.floating) else jnp.iinfo(x.dtype).min
         # a concrete (numpy) init value lets lax see the max monoid, which it can differentiate
@@ -134,6 +136,25 @@ class MaxPool2d(_Pool2d):
             window_dilation=(1,) * lead + d,
         )
         return y, state
+
+
+def _max_pool_tiled(x: jax.Array, k: tuple[int, ...]) -> jax.Array:
+    """Max over non-overlapping ``k`` tiles (stride = kernel, no padding), via the argmax.
+
+    Same values as ``reduce_window``, and the gradient goes to the first maximum of each window
+    in row-major order, as torch's. Why not ``reduce_window``: its gradient
+    (``select_and_scatter``) is several times slower on CPU than this gather-free form.
+    """
+    (kh, kw), (h, w) = k, x.shape[-2:]
+    ho, wo = h // kh, w // kw
+    lead = x.shape[:-2]
+    x = x[..., : ho * kh, : wo * kw]  # floor mode drops the ragged edge, as torch
+    n = len(lead)
+    tiles = x.reshape(lead + (ho, kh, wo, kw))
+    tiles = jnp.moveaxis(tiles, n + 1, n + 2).reshape(lead + (ho, wo, kh * kw))
+    first = jnp.argmax(jax.lax.stop_gradient(tiles), axis=-1)  # first max; NaN counts as max
+    pick = first[..., None] == jnp.arange(kh * kw).reshape((1,) * (n + 2) + (-1,))
+    return jnp.sum(jnp.where(pick, tiles, jnp.zeros((), x.dtype)), axis=-1)
 
 
 def _divisor(size: int, out: int, k: int, s: int, p: int, include_pad: bool) -> np.ndarray:

@@ -107,3 +107,37 @@ def test_pool_errors():
         nn.MaxPool2d(2, return_indices=True)
     with pytest.raises(JaxnetsError, match=r"expected input \(N, C, H, W\) or \(C, H, W\)"):
         nn.AdaptiveAvgPool2d(2).apply({}, {}, jnp.ones((4, 4)))
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=(2, 3)),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=2, ceil_mode=True),
+    ],
+    ids=str,
+)
+def test_maxpool_gradient_goes_to_first_maximum_like_torch(kwargs, close, rng):
+    # small integers: many ties inside windows, where gradient conventions differ
+    x = rng.integers(0, 3, size=(2, 2, 7, 9)).astype(np.float32)
+    x[0, 0] = 1.0  # a channel of all ties
+    upstream = rng.standard_normal(
+        tuple(torch.nn.MaxPool2d(**kwargs)(torch.from_numpy(x)).shape)
+    ).astype(np.float32)
+    layer = nn.MaxPool2d(**kwargs)
+    g = jax.jit(jax.grad(lambda x: jnp.sum(layer.apply({}, {}, x)[0] * upstream)))(jnp.asarray(x))
+    tx = torch.from_numpy(x).requires_grad_(True)
+    (torch.nn.MaxPool2d(**kwargs)(tx) * torch.from_numpy(upstream)).sum().backward()
+    close(g, tx.grad)
+
+
+def test_maxpool_propagates_nan_and_inf_like_torch():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 0, 1] = np.nan
+    x[0, 0, 2, 2] = -np.inf
+    x[0, 0, 3, 3] = np.inf
+    y, _ = nn.MaxPool2d(2).apply({}, {}, jnp.asarray(x))
+    want = torch.nn.MaxPool2d(2)(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(np.asarray(y), want)
