@@ -4,10 +4,13 @@ docstring states equals what ``apply`` returns, eagerly, under ``jax.eval_shape`
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import pytest
 
+import jaxnets
 from jaxnets import nn
 
 # (layer, input shape, output shape as the layer's docstring states it)
@@ -105,3 +108,21 @@ def test_vmap_over_unbatched_inputs_equals_batched_apply(layer, in_shape):
     for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(many)):
         assert a.shape == b.shape
         assert jnp.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "layer", [c[0] for c in CASES] + [nn.MultiheadAttention(8, 2, dropout=0.1)], ids=repr
+)
+def test_every_layer_is_stored_as_a_json_config_and_rebuilt(layer):
+    config = jaxnets.to_config(layer)
+    rebuilt = jaxnets.from_config(json.loads(json.dumps(config)))
+    assert rebuilt == layer and type(rebuilt) is type(layer)
+    assert hash(rebuilt) == hash(layer)  # specs are static jit arguments
+
+
+def test_list_hyperparameters_become_tuples_so_specs_stay_hashable():
+    layer = nn.Conv2d(3, 4, [3, 2], stride=[1, 2], padding=[1, 0])
+    assert layer.kernel_size == (3, 2) and layer == nn.Conv2d(
+        3, 4, (3, 2), stride=(1, 2), padding=(1, 0)
+    )
+    assert hash(nn.LayerNorm([4, 5])) == hash(nn.LayerNorm((4, 5)))
