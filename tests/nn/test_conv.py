@@ -63,6 +63,7 @@ def test_conv2d_matches_torch(kwargs, to_torch, close, rng):
     ],
     ids=str,
 )
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # torch's own note
 def test_conv1d_matches_torch(kwargs, to_torch, close, rng):
     layer = nn.Conv1d(**kwargs)
     params, state = layer.init(jax.random.key(2))
