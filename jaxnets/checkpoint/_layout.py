@@ -30,7 +30,17 @@ from jaxnets.core.structure import LeafInfo, dtype_name, leaf_info
 from jaxnets.core.tree import flatten, map_with_keys, tree_spec
 from jaxnets.errors import CheckpointError
 
-__all__ = ["FIELDS", "FORMAT", "VERSION", "GROUP_PREFIX", "pack", "stored_infos", "unpack"]
+__all__ = [
+    "FIELDS",
+    "FORMAT",
+    "GROUP_PREFIX",
+    "VERSION",
+    "Plan",
+    "make_plan",
+    "pack",
+    "stored_infos",
+    "unpack",
+]
 
 FIELDS = ("params", "state", "opt_state", "rng")
 FORMAT = "jaxnets.checkpoint"

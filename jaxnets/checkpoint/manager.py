@@ -200,9 +200,13 @@ class CheckpointManager:
                 self._mgr.check_for_errors()
             except Exception as e:  # orbax raises its own and the OS's errors here
                 errors.append(e)
-            errors += self._catcher.errors
-            self._catcher.errors = []
+            # orbax logs (and swallows) the write's own error and skips the final rename, so the
+            # step directory is the ground truth; the logged errors only explain a failure (the
+            # absl logger is shared, so they may also come from elsewhere).
+            logged, self._catcher.errors = self._catcher.errors, []
             finalized = os.path.isdir(os.path.join(self._step_dir(step), _META))
+            if not finalized:
+                errors += logged
             if errors or not finalized:
                 self._mgr.reload()
                 why = "; ".join(dict.fromkeys(f"{type(e).__name__}: {e}" for e in errors))
