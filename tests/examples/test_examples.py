@@ -105,7 +105,7 @@ def test_restore_anywhere_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatc
     text = "\n".join(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
-    assert "devices: 8; params['0']['weight'] (256, 16) is split into 8 shards of (32, 16)" in text
+    assert "devices: 8; params['0']['weight'] (256, 16) was saved as 8 shards of (32, 16)" in text
     assert "now lives on [CpuDevice(id=0)]" in text
     assert "Adam step count restored: 100" in text
     assert "same outputs" in text
