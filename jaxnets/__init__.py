@@ -5,6 +5,7 @@ The public API is flat: ``jaxnets.state_dict``, ``jaxnets.load_state_dict``, ``j
 """
 
 from jaxnets import nn, optim
+from jaxnets.checkpoint import Checkpoint, CheckpointManager
 from jaxnets.core import (
     LeafInfo,
     Mismatch,
@@ -20,7 +21,6 @@ from jaxnets.core import (
     tree_from_spec,
     tree_spec,
 )
-from jaxnets.io import LoadedModel, Reader, load, open, save, save_state_dict  # noqa: A004
 from jaxnets.errors import (
     CheckpointError,
     FileFormatError,
@@ -29,7 +29,7 @@ from jaxnets.errors import (
     RegistryError,
     StateDictError,
 )
-from jaxnets.checkpoint import Checkpoint, CheckpointManager
+from jaxnets.io import LoadedModel, Reader, load, open, save, save_state_dict  # noqa: A004
 from jaxnets.nn.summary import summary
 
 __version__ = "0.1.0"
