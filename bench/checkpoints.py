@@ -111,6 +111,23 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{label:<52} {base:>10.3f} {ours:>10.3f} {ours / base:>8.1%}")
         else:
             print(f"{label:<52} {base:>10.3f} {ours:>10.3f} {base / ours:>7.2f}x")
+    try:  # the panel in docs/benchmarks.png (bench/chart.py is the lead's; optional here)
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from chart import write_results
+
+        write_results(
+            "checkpoints",
+            "Checkpoints: seconds (orbax StandardCheckpointer vs jaxnets CheckpointManager)",
+            {
+                label: {"orbax": base, "jaxnets": ours}
+                for label, base, ours in rows
+                if " / " not in label
+            },
+        )
+    except ImportError:
+        pass
     print(
         "ratio: orbax time / jaxnets time (higher is better). 'X / Y' rows: seconds of Y, "
         "seconds of X, X as a share of Y (the stall goal is <= 10%)."
