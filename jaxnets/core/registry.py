@@ -251,8 +251,10 @@ def _fields_of(obj: Any) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
 
 
-def from_config(config: Any, *, file: str | None = None, _depth: int = 0) -> Any:
+def from_config(config: Any, *, file: str | None = None) -> Any:
     """Rebuilds the object a config describes (the inverse of :func:`to_config`).
+
+    Configs usually come from files, so anything malformed in one is reported, never raised raw.
 
     Raises:
       RegistryError: a class name is not registered, or its config does not fit the class.
@@ -260,16 +262,27 @@ def from_config(config: Any, *, file: str | None = None, _depth: int = 0) -> Any
     """
     from jaxnets.errors import FileFormatError
 
+    try:
+        return _from_config(config, file, 0)
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
+        raise FileFormatError(
+            f"{file or 'config'}: malformed config ({type(e).__name__}: {e}).", file=file
+        ) from e
+
+
+def _from_config(config: Any, file: str | None, _depth: int) -> Any:
+    from jaxnets.errors import FileFormatError
+
     if _depth > _MAX_DEPTH:
         raise FileFormatError(f"{file or 'config'}: config nested deeper than {_MAX_DEPTH} levels.", file=file)
     if config is None or isinstance(config, (bool, int, float, str)):
         return config
     if isinstance(config, list):
-        return [from_config(v, file=file, _depth=_depth + 1) for v in config]
+        return [_from_config(v, file, _depth + 1) for v in config]
     if not isinstance(config, dict):
         raise FileFormatError(f"{file or 'config'}: unexpected value {config!r:.80} in a config.", file=file)
     if "__tuple__" in config:
-        return tuple(from_config(v, file=file, _depth=_depth + 1) for v in config["__tuple__"])
+        return tuple(_from_config(v, file, _depth + 1) for v in config["__tuple__"])
     if "__array__" in config:
         try:
             dtype = np.dtype(str(config["dtype"]))
@@ -280,11 +293,11 @@ def from_config(config: Any, *, file: str | None = None, _depth: int = 0) -> Any
             raise FileFormatError(f"{file or 'config'}: malformed array in a config ({e}).", file=file) from e
     if "__class__" in config:
         entry = lookup(str(config["__class__"]), file=file)
-        fields = from_config(config.get("config", {}), file=file, _depth=_depth + 1)
+        fields = _from_config(config.get("config", {}), file, _depth + 1)
         if not isinstance(fields, dict):
             raise FileFormatError(f"{file or 'config'}: config of {entry.name} is not a dict.", file=file)
         return _construct(entry, fields, file)
-    return {k: from_config(v, file=file, _depth=_depth + 1) for k, v in config.items()}
+    return {k: _from_config(v, file, _depth + 1) for k, v in config.items()}
 
 
 def _construct(entry: RegistryEntry, fields: dict[str, Any], file: str | None) -> Any:

@@ -387,15 +387,6 @@ def _upgrade(flat: dict[str, Any], versions: Any, file: str) -> tuple[dict[str, 
     return flat, changed
 
 
-def _decode(config: Any, file: str) -> Any:
-    try:
-        return registry.from_config(config, file=file)
-    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
-        raise FileFormatError(
-            f"{file}: malformed config in the header ({type(e).__name__}: {e}).", file=file
-        ) from e
-
-
 def _from_spec(spec: Any, flat: Mapping[str, Any], file: str, what: str) -> Any:
     try:
         keys = spec_keys(spec)
@@ -470,7 +461,7 @@ def load(
     h = reader.header
     model = None
     if h.get("kind") == "model":
-        model = _decode(h.get("model"), file)
+        model = registry.from_config(h.get("model"), file=file)
     data = reader.read_all(verify=verify)
     flat: dict[str, Any] = data["model"]
     upgraded = False
@@ -505,8 +496,8 @@ def load(
     if "opt_state" in trees:
         opt_flat = place(data["opt_state"])
         opt_state = _from_spec(trees["opt_state"], opt_flat, file, "optimizer state")
-    optimizer = _decode(h.get("optimizer"), file)
-    metadata = _decode(h.get("metadata"), file)
+    optimizer = registry.from_config(h.get("optimizer"), file=file)
+    metadata = registry.from_config(h.get("metadata"), file=file)
     return LoadedModel(
         model,
         params,

@@ -99,3 +99,9 @@ def test_only_config_describable_classes_register():
 
     with pytest.raises(jaxnets.RegistryError, match="must be a dataclass, a NamedTuple"):
         jaxnets.register(Opaque)
+
+
+@pytest.mark.parametrize("cfg", [{"__tuple__": 5}, {"__class__": "nn.Linear", "config": {"in_features": 1, "out_features": 1, "bias": True}, "x": 1} | {"config": [1]}])
+def test_malformed_config_is_a_file_format_error_never_a_raw_exception(cfg):
+    with pytest.raises(jaxnets.FileFormatError, match="model.jnet: "):
+        jaxnets.from_config(cfg, file="model.jnet")
