@@ -96,12 +96,7 @@ class _ConvNd(Module):
     def init(self, key: jax.Array) -> tuple[Params, State]:
         k = ntuple(self.kernel_size, self._n, "kernel_size", type(self).__name__)
         shape = (self.out_channels, self.in_channels // self.groups, *k)
-        fan_in = initializers.fans(shape)[0]
-        kw, kb = jax.random.split(key)
-        params = {"weight": initializers.torch_default(kw, shape, fan_in)}
-        if self.bias:
-            params["bias"] = initializers.torch_default(kb, (self.out_channels,), fan_in)
-        return params, {}
+        return initializers.weight_and_bias(key, shape, self.out_channels, bias=self.bias), {}
 
     def apply(
         self,
@@ -232,12 +227,7 @@ class ConvTranspose2d(Module):
 
     def init(self, key: jax.Array) -> tuple[Params, State]:
         shape = (self.in_channels, self.out_channels // self.groups, *self._arg("kernel_size"))
-        fan_in = initializers.fans(shape)[0]
-        kw, kb = jax.random.split(key)
-        params = {"weight": initializers.torch_default(kw, shape, fan_in)}
-        if self.bias:
-            params["bias"] = initializers.torch_default(kb, (self.out_channels,), fan_in)
-        return params, {}
+        return initializers.weight_and_bias(key, shape, self.out_channels, bias=self.bias), {}
 
     def apply(
         self,

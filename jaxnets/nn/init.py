@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-__all__ = ["fans", "uniform", "torch_default", "xavier_uniform", "normal"]
+__all__ = ["fans", "uniform", "torch_default", "weight_and_bias", "xavier_uniform", "normal"]
 
 
 def fans(shape: Sequence[int]) -> tuple[int, int]:
@@ -32,6 +32,19 @@ def uniform(key: jax.Array, shape: Sequence[int], bound: float, dtype: str = "fl
 def torch_default(key: jax.Array, shape: Sequence[int], fan_in: int, dtype: str = "float32") -> jax.Array:
     """``kaiming_uniform_(a=sqrt(5))`` for weights and the matching bias init: ``U(±1/sqrt(fan_in))``."""
     return uniform(key, shape, 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0, dtype)
+
+
+def weight_and_bias(
+    key: jax.Array, weight_shape: Sequence[int], bias_size: int, *, bias: bool
+) -> dict[str, jax.Array]:
+    """``{"weight", "bias"}`` as PyTorch initialises Linear and conv layers: ``U(±1/sqrt(fan_in))``
+    for both, with ``fan_in`` computed from ``weight_shape`` (dim 1 times the receptive field)."""
+    fan_in = fans(weight_shape)[0]
+    kw, kb = jax.random.split(key)
+    params = {"weight": torch_default(kw, weight_shape, fan_in)}
+    if bias:
+        params["bias"] = torch_default(kb, (bias_size,), fan_in)
+    return params
 
 
 def xavier_uniform(key: jax.Array, shape: Sequence[int], dtype: str = "float32") -> jax.Array:

@@ -29,11 +29,8 @@ class Linear(Module):
     bias: bool = True
 
     def init(self, key: jax.Array) -> tuple[Params, State]:
-        kw, kb = jax.random.split(key)
-        params = {"weight": initializers.torch_default(kw, (self.out_features, self.in_features), self.in_features)}
-        if self.bias:
-            params["bias"] = initializers.torch_default(kb, (self.out_features,), self.in_features)
-        return params, {}
+        shape = (self.out_features, self.in_features)
+        return initializers.weight_and_bias(key, shape, self.out_features, bias=self.bias), {}
 
     def apply(
         self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
