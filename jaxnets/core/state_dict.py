@@ -150,6 +150,19 @@ def _target_template(target: Any) -> tuple[Any, bool]:
     return target, False
 
 
+def _expected(target: Any, template: Any, is_model: bool) -> dict[str, LeafInfo]:
+    """The target's keys with shape and dtype, in the model's (PyTorch's) order for a model.
+
+    The template of a model comes from ``eval_shape``, whose dicts jax has re-sorted.
+    """
+    if not is_model:
+        return {k: leaf_info(v) for k, v in flatten(template).items()}
+    flat = flatten(_merge(*template))
+    order = [k for k in model_order(target) if k in flat]
+    seen = set(order)
+    return {k: leaf_info(flat[k]) for k in order + [k for k in flat if k not in seen]}
+
+
 def _infos(flat: Mapping[str, Any]) -> dict[str, LeafInfo]:
     infos = getattr(flat, "infos", None)  # lazy file readers describe entries without reading
     if callable(infos):
@@ -168,8 +181,7 @@ def check_state_dict(target: Any, source: Any) -> StructureReport:
       The :class:`~jaxnets.StructureReport` of every difference.
     """
     template, is_model = _target_template(target)
-    expected = flatten(_merge(*template)) if is_model else flatten(template)
-    return compare({k: leaf_info(v) for k, v in expected.items()}, _infos(_as_flat(source, None)))
+    return compare(_expected(target, template, is_model), _infos(_as_flat(source, None)))
 
 
 _LOSSY_KINDS = {("f", "i"), ("f", "u"), ("f", "b"), ("c", "f"), ("c", "i"), ("c", "u")}
@@ -221,8 +233,7 @@ def load_state_dict(
     file = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
     flat = _as_flat(source, file)
     template, is_model = _target_template(target)
-    tree = _merge(*template) if is_model else template
-    expected = {k: leaf_info(v) for k, v in flatten(tree).items()}
+    expected = _expected(target, template, is_model)
     report = compare(expected, _infos(flat))
     what = "the model" if is_model else "the template"
     got = file or "the state_dict"

@@ -166,3 +166,11 @@ def test_a_non_mapping_source_is_a_clear_error(mlp):
     model, *_ = mlp
     with pytest.raises(jaxnets.JaxnetsError, match="must be a mapping"):
         jaxnets.load_state_dict(model, [1, 2])
+
+
+def test_report_lists_a_models_keys_in_pytorch_order_not_jax_sorted_order():
+    model = nn.Sequential(*[nn.Linear(2, 2) for _ in range(11)])
+    with pytest.raises(jaxnets.StateDictError) as info:
+        jaxnets.load_state_dict(model, {})
+    assert info.value.missing_keys[:3] == ["0.weight", "0.bias", "1.weight"]
+    assert info.value.missing_keys[-2:] == ["10.weight", "10.bias"]
