@@ -37,6 +37,7 @@ bench: $(STAMP_TEST)
 lint: $(STAMP_DEV)
 	$(VENV)/bin/ruff check jaxnets tests examples bench
 	$(VENV)/bin/mypy jaxnets
+	$(VENV)/bin/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

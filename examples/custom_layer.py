@@ -3,7 +3,8 @@
 Run:  .venv/bin/python examples/custom_layer.py
 
 Shows the three things to know (docs/custom_layers.md):
-1. ``@jaxnets.register`` on a frozen dataclass makes a layer storable by name + hyperparameters;
+1. a subclass of ``nn.Module`` is a frozen dataclass of its fields; ``@jaxnets.register`` makes it
+   storable by name + hyperparameters;
 2. a composite model lists its children as fields and calls them through ``self.bind``;
 3. a process that has not registered the class gets a clear ``RegistryError`` naming it, never
    an import of code named in the file. Saving an unregistered class fails the same way.
@@ -14,7 +15,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import jax
@@ -26,7 +26,6 @@ from jaxnets import nn
 
 
 @jaxnets.register(name="examples.ScaleShift")  # the name stored in files: keep it stable
-@dataclass(frozen=True)
 class ScaleShift(nn.Module):
     """``y = x * weight + bias`` per feature. Params: ``weight (features,)``, ``bias (features,)``."""
 
@@ -35,12 +34,13 @@ class ScaleShift(nn.Module):
     def init(self, key: jax.Array) -> tuple[nn.Params, nn.State]:
         return {"weight": jnp.ones((self.features,)), "bias": jnp.zeros((self.features,))}, {}
 
-    def apply(self, params, state, x, *, train=False, key=None):  # type: ignore[no-untyped-def]
+    def apply(
+        self, params: nn.Params, state: nn.State, x: jax.Array, *, train: bool = False, key: nn.Key = None
+    ) -> nn.Output:
         return x * params["weight"] + params["bias"], state
 
 
 @jaxnets.register(name="examples.ResidualMLP")
-@dataclass(frozen=True)
 class ResidualMLP(nn.Module):
     """``x + fc2(relu(norm(fc1(x))))``: children are fields, so keys are ``fc1.weight``, ``norm.bias`` ..."""
 
@@ -48,19 +48,19 @@ class ResidualMLP(nn.Module):
     norm: ScaleShift = ScaleShift(32)
     fc2: nn.Linear = nn.Linear(32, 8)
 
-    def apply(self, params, state, x, *, train=False, key=None):  # type: ignore[no-untyped-def]
+    def apply(
+        self, params: nn.Params, state: nn.State, x: jax.Array, *, train: bool = False, key: nn.Key = None
+    ) -> nn.Output:
         m = self.bind(params, state, train=train, key=key)
         return x + m.fc2(jax.nn.relu(m.norm(m.fc1(x)))), m.state
 
 
-@dataclass(frozen=True)
 class NotRegistered(nn.Module):
     """A layer someone forgot to register."""
 
-    def init(self, key: jax.Array) -> tuple[nn.Params, nn.State]:
-        return {}, {}
-
-    def apply(self, params, state, x, *, train=False, key=None):  # type: ignore[no-untyped-def]
+    def apply(
+        self, params: nn.Params, state: nn.State, x: jax.Array, *, train: bool = False, key: nn.Key = None
+    ) -> nn.Output:
         return x, state
 
 

@@ -30,9 +30,10 @@ from jaxnets.errors import (
     StateDictError,
 )
 from jaxnets.io import LoadedModel, Reader, load, open, save, save_state_dict  # noqa: A004
+from jaxnets.io.model_file import package_version
 from jaxnets.nn.summary import summary
 
-__version__ = "0.1.0"
+__version__ = package_version()
 
 __all__ = [
     "Checkpoint",

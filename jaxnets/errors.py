@@ -1,7 +1,15 @@
-"""The exceptions jaxnets raises. Every error on bad input derives from :class:`JaxnetsError`.
+"""The exceptions jaxnets raises, and the one policy for choosing them.
 
-An error says what went wrong, where (the file and the key path), and what to do about it.
-Subclasses carry the offending location as attributes so programs need not parse messages.
+* **Bad data** -- a file, checkpoint or state_dict that is corrupted, hostile, of another
+  architecture, or cannot be written -- raises a :class:`JaxnetsError` subclass naming the file
+  (``.file``) and the key path (``.path``): :class:`FileFormatError`, :class:`StateDictError`,
+  :class:`RegistryError`, :class:`CheckpointError`, :class:`FileWriteError`.
+* **Bad arguments** -- a value of the wrong type or out of range passed to a function, a layer's
+  hyperparameters, an input of the wrong shape, a missing PRNG key in training -- raise Python's
+  ``TypeError`` (wrong type) or ``ValueError`` (wrong value), saying what is accepted.
+
+Every message says what went wrong, where, and what to do about it; nothing is filled in or
+dropped silently instead of raising.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from jaxnets.errors import RegistryError
+from jaxnets.errors import FileFormatError, RegistryError
 
 __all__ = [
     "register",
@@ -89,7 +89,7 @@ def register(
     def wrap(c: T) -> T:
         if not isinstance(c, type):
             raise RegistryError(f"register() takes a class, got {c!r}.")
-        if not (dataclasses.is_dataclass(c) or _is_namedtuple_type(c) or _has_config_methods(c)):
+        if not (_is_dataclass_type(c) or _is_namedtuple_type(c) or _has_config_methods(c)):
             raise RegistryError(
                 f"Cannot register {c.__qualname__}: jaxnets stores objects as configs, so the "
                 "class must be a dataclass, a NamedTuple, or define get_config(self) and "
@@ -114,6 +114,12 @@ def register(
 def _same_definition(a: type, b: type) -> bool:
     # Re-running a notebook cell defines a new class object with the same module and name.
     return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+def _is_dataclass_type(c: type) -> bool:
+    # A class whose base is marked with PEP 681's dataclass_transform (every jaxnets.nn.Module
+    # subclass) is a dataclass by contract, even before its fields have been processed.
+    return dataclasses.is_dataclass(c) or hasattr(c, "__dataclass_transform__")
 
 
 def _is_namedtuple_type(c: type) -> bool:
@@ -228,7 +234,7 @@ def to_config(obj: Any, *, path: str = "") -> Any:
     if isinstance(obj, np.ndarray):
         return {"__array__": obj.ravel().tolist(), "dtype": obj.dtype.name, "shape": list(obj.shape)}
     cls = type(obj)
-    if _is_namedtuple_type(cls) or dataclasses.is_dataclass(obj) or _has_config_methods(cls):
+    if _is_namedtuple_type(cls) or _is_dataclass_type(cls) or _has_config_methods(cls):
         name = registered_name(cls)
         return {"__class__": name, "config": to_config(_fields_of(obj), path=path)}
     raise RegistryError(
@@ -260,19 +266,15 @@ def from_config(config: Any, *, file: str | None = None) -> Any:
       RegistryError: a class name is not registered, or its config does not fit the class.
       FileFormatError: the config is malformed or nested absurdly deep.
     """
-    from jaxnets.errors import FileFormatError
-
     try:
         return _from_config(config, file, 0)
-    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as e:
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError, OverflowError) as e:
         raise FileFormatError(
             f"{file or 'config'}: malformed config ({type(e).__name__}: {e}).", file=file
         ) from e
 
 
 def _from_config(config: Any, file: str | None, _depth: int) -> Any:
-    from jaxnets.errors import FileFormatError
-
     if _depth > _MAX_DEPTH:
         raise FileFormatError(f"{file or 'config'}: config nested deeper than {_MAX_DEPTH} levels.", file=file)
     if config is None or isinstance(config, (bool, int, float, str)):
@@ -289,7 +291,7 @@ def _from_config(config: Any, file: str | None, _depth: int) -> Any:
             if dtype.kind not in "biufc":  # numbers only: never object, bytes or void arrays
                 raise ValueError(f"dtype {dtype.name!r} is not numeric")
             return np.asarray(config["__array__"], dtype=dtype).reshape(config["shape"])
-        except (TypeError, ValueError, KeyError) as e:
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
             raise FileFormatError(f"{file or 'config'}: malformed array in a config ({e}).", file=file) from e
     if "__class__" in config:
         entry = lookup(str(config["__class__"]), file=file)
@@ -307,12 +309,15 @@ def _construct(entry: RegistryEntry, fields: dict[str, Any], file: str | None) -
             return cls.from_config(fields)  # type: ignore[attr-defined]
         if _is_namedtuple_type(cls):
             return cls(**fields)
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(fields) - known)
-        if unknown:
-            raise TypeError(f"unknown field(s) {unknown}; the class has {sorted(known)}")
-        return cls(**fields)
-    except TypeError as e:
+        try:
+            return cls(**fields)
+        except TypeError:
+            known = {f.name for f in dataclasses.fields(cls) if f.init}
+            unknown = sorted(set(fields) - known)
+            if unknown:
+                raise TypeError(f"unknown field(s) {unknown}; the class has {sorted(known)}") from None
+            raise
+    except (TypeError, ValueError) as e:  # a field the class rejects (a bad hyperparameter)
         where = f"{file}: " if file else ""
         raise RegistryError(
             f"{where}cannot rebuild {entry.name} from its stored config ({e}). Was the file "

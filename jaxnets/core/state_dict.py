@@ -9,26 +9,36 @@ from __future__ import annotations
 import functools
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets.core.model import is_model
 from jaxnets.core.structure import LeafInfo, StructureReport, compare, leaf_info
 from jaxnets.core.tree import _children, flatten, map_with_keys
 from jaxnets.errors import JaxnetsError, JaxnetsWarning, StateDictError
 
-__all__ = ["state_dict", "load_state_dict", "check_state_dict", "to_numpy"]
+__all__ = ["state_dict", "load_state_dict", "check_state_dict", "to_numpy", "set_file_opener"]
 
 DtypePolicy = Literal["cast", "error"]
 
+# Files are read by jaxnets.io, which sits above the core: io installs its opener here when it is
+# imported (``import jaxnets`` does), so a path works as a source while core never imports io.
+FileOpener = Callable[[str], Mapping[str, Any]]
+_file_opener: FileOpener | None = None
 
-def _is_module(x: Any) -> bool:
-    from jaxnets.nn.module import Module  # nn builds on core, not the other way round
 
-    return isinstance(x, Module)
+def set_file_opener(opener: FileOpener) -> None:
+    """Installs ``opener(path) -> lazy flat mapping`` used when a source is a path (by jaxnets.io).
+
+    The mapping may offer ``infos() -> {key: LeafInfo}`` (checked before any tensor is read) and
+    ``close()``; its arrays must be owned by the reader (never memory the caller can change).
+    """
+    global _file_opener
+    _file_opener = opener
 
 
 def _merge(params: Any, state: Any) -> Any:
@@ -122,16 +132,15 @@ def state_dict(params: Any, state: Any = None, *, model: Any = None) -> dict[str
     return {k: to_numpy(v) for k, v in flat.items()}
 
 
-def _as_flat(source: Any, file: str | None) -> Mapping[str, Any]:
+def _as_flat(source: Any) -> Mapping[str, Any]:
     if isinstance(source, (str, os.PathLike)):
-        from jaxnets.io import read_state_dict  # files are an optional layer over the core
-
-        return read_state_dict(source)
+        if _file_opener is None:
+            raise RuntimeError("loading from a path needs jaxnets.io: import jaxnets first.")
+        return _file_opener(os.fspath(source))
     if not isinstance(source, Mapping):
-        raise JaxnetsError(
-            f"a state_dict must be a mapping from keys to arrays or a file path, got "
-            f"{type(source).__name__}.",
-            file=file,
+        raise TypeError(
+            "a state_dict must be a mapping from keys to arrays (numpy, jax or torch) or a file "
+            f"path, got {type(source).__name__}."
         )
     flat: dict[str, Any] = {}
     for k, v in source.items():
@@ -145,17 +154,17 @@ def _as_flat(source: Any, file: str | None) -> Mapping[str, Any]:
 
 def _target_template(target: Any) -> tuple[Any, bool]:
     """(template tree, is_model). A model's template is its init traced abstractly."""
-    if _is_module(target):
+    if is_model(target):
         return jax.eval_shape(target.init, jax.random.key(0)), True
     return target, False
 
 
-def _expected(target: Any, template: Any, is_model: bool) -> dict[str, LeafInfo]:
+def _expected(target: Any, template: Any, model: bool) -> dict[str, LeafInfo]:
     """The target's keys with shape and dtype, in the model's (PyTorch's) order for a model.
 
     The template of a model comes from ``eval_shape``, whose dicts jax has re-sorted.
     """
-    if not is_model:
+    if not model:
         return {k: leaf_info(v) for k, v in flatten(template).items()}
     flat = flatten(_merge(*template))
     order = [k for k in model_order(target) if k in flat]
@@ -180,8 +189,12 @@ def check_state_dict(target: Any, source: Any) -> StructureReport:
     Returns:
       The :class:`~jaxnets.StructureReport` of every difference.
     """
-    template, is_model = _target_template(target)
-    return compare(_expected(target, template, is_model), _infos(_as_flat(source, None)))
+    template, model = _target_template(target)
+    flat = _as_flat(source)
+    try:
+        return compare(_expected(target, template, model), _infos(flat))
+    finally:
+        _close(flat)
 
 
 _LOSSY_KINDS = {("f", "i"), ("f", "u"), ("f", "b"), ("c", "f"), ("c", "i"), ("c", "u")}
@@ -231,11 +244,48 @@ def load_state_dict(
     if dtypes not in ("cast", "error"):
         raise ValueError(f"dtypes must be 'cast' or 'error', got {dtypes!r}")
     file = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
-    flat = _as_flat(source, file)
-    template, is_model = _target_template(target)
-    expected = _expected(target, template, is_model)
+    flat = _as_flat(source)
+    try:
+        return _load(target, flat, file=file, strict=strict, dtypes=dtypes, key=key)
+    finally:
+        _close(flat)
+
+
+def _close(flat: Mapping[str, Any]) -> None:
+    close = getattr(flat, "close", None)
+    if callable(close):
+        close()
+
+
+def _owned(value: Any, dtype: str, *, copy: bool) -> jax.Array:
+    """``value`` as a jax array of ``dtype`` that shares no memory the caller can change.
+
+    numpy arrays, torch tensors and other buffers are copied (jax on CPU may otherwise alias
+    them, and an in-place update on the caller's side, e.g. ``optimizer.step()``, would change
+    the loaded params); jax arrays are immutable and kept; arrays a file reader made are owned
+    by it (``copy=False``).
+    """
+    if isinstance(value, jax.Array):
+        return jnp.asarray(value, dtype=dtype)
+    arr = to_numpy(value)
+    if copy or arr.dtype != jnp.dtype(dtype):
+        arr = np.array(arr, dtype=dtype, copy=True)
+    return jnp.asarray(arr)
+
+
+def _load(
+    target: Any,
+    flat: Mapping[str, Any],
+    *,
+    file: str | None,
+    strict: bool,
+    dtypes: DtypePolicy,
+    key: jax.Array | None,
+) -> Any:
+    template, model = _target_template(target)
+    expected = _expected(target, template, model)
     report = compare(expected, _infos(flat))
-    what = "the model" if is_model else "the template"
+    what = "the model" if model else "the template"
     got = file or "the state_dict"
 
     key_dtype = [m for m in report.dtype_mismatch if "key<" in m.expected or "key<" in m.got]
@@ -269,7 +319,7 @@ def load_state_dict(
 
     fallback: dict[str, Any] = {}
     if report.missing:
-        if is_model:
+        if model:
             fallback = flatten(_merge(*target.init(key if key is not None else jax.random.key(0))))
         else:
             fallback = flatten(template)
@@ -284,14 +334,15 @@ def load_state_dict(
 
     def fill(k: str, leaf: Any) -> Any:
         if k in fallback and k not in flat:
-            return fallback[k]
+            v = fallback[k]
+            return v if isinstance(v, jax.Array) else _owned(v, expected[k].dtype, copy=True)
         value = flat[k]
         want = expected[k].dtype
         if "key<" in want:
             return value
-        return jnp.asarray(to_numpy(value), dtype=want)
+        return _owned(value, want, copy=file is None)
 
-    if is_model:
+    if model:
         params_t, state_t = template
         return map_with_keys(fill, params_t), map_with_keys(fill, state_t)
     return map_with_keys(fill, template)

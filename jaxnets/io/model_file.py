@@ -1,4 +1,4 @@
-"""Model files: ``save``/``load`` a complete model, ``save_state_dict``/``read_state_dict`` weights.
+"""Model files: ``save``/``load`` a complete model, ``save_state_dict`` weights only.
 
 A complete model file holds the model's config (registered class names + hyperparameters, see
 :mod:`jaxnets.core.registry`), its params and buffers as a state_dict, optionally the optimizer's
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import fnmatch
+import importlib.metadata
 import os
 import platform
 from collections.abc import Callable, Mapping
@@ -23,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxnets.core import registry
+from jaxnets.core.model import is_model
 from jaxnets.core.state_dict import _merge, model_order, to_numpy
 from jaxnets.core.structure import LeafInfo, compare, leaf_info
 from jaxnets.core.tree import (
@@ -42,9 +44,9 @@ __all__ = [
     "save",
     "load",
     "save_state_dict",
-    "read_state_dict",
     "tensor_sources",
     "provenance",
+    "package_version",
 ]
 
 DtypePolicy: TypeAlias = "str | np.dtype | Mapping[str, Any] | None"
@@ -76,12 +78,18 @@ class LoadedModel:
 
 
 # --- saving ---------------------------------------------------------------------------------------
+def package_version() -> str:
+    """jaxnets' version from the installed package's metadata (``"0+unknown"`` when not installed)."""
+    try:
+        return importlib.metadata.version("jaxnets")
+    except importlib.metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
 def provenance() -> dict[str, Any]:
     """Who writes a file: versions of jaxnets, jax, numpy, Python, and the UTC date."""
-    from jaxnets import __version__
-
     return {
-        "jaxnets": __version__,
+        "jaxnets": package_version(),
         "jax": jax.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
@@ -160,27 +168,13 @@ def _flat_weights(params: Any, state: Any) -> tuple[dict[str, Any], dict[str, An
 
 def _module_versions(model: Any) -> dict[str, list[Any]]:
     """``{module path: [registered name, version]}`` for the model and every registered child."""
-    from jaxnets.nn.module import Module
-
     out: dict[str, list[Any]] = {}
-
-    def go(m: Any, path: str) -> None:
+    for path, m in model.named_modules() if is_model(model) else [("", model)]:
         try:
             entry = registry.registry_entry(type(m))
         except RegistryError:
-            entry = None
-        if entry is not None:
-            out[path] = [entry.name, entry.version]
-        if isinstance(m, Module):
-            for name, child in m.children().items():
-                sub = f"{path}.{name}" if path else name
-                if isinstance(child, tuple):
-                    for i, c in enumerate(child):
-                        go(c, f"{sub}.{i}")
-                else:
-                    go(child, sub)
-
-    go(model, "")
+            continue
+        out[path] = [entry.name, entry.version]
     return out
 
 
@@ -214,13 +208,11 @@ def save(
       RegistryError: the model, optimizer or something in metadata is not registered.
       JaxnetsError: a leaf cannot be stored (unsupported dtype, non-str/int key).
     """
-    from jaxnets.nn.module import Module
-
     model_cfg = registry.to_config(model, path="model")
     opt_cfg = None if optimizer is None else registry.to_config(optimizer, path="optimizer")
     meta_cfg = None if metadata is None else registry.to_config(metadata, path="metadata")
     flat = flatten(_merge(params, state))
-    if isinstance(model, Module):
+    if is_model(model):
         order = {k: i for i, k in enumerate(model_order(model))}
         flat = dict(sorted(flat.items(), key=lambda kv: order.get(kv[0], len(order))))
     trees: dict[str, Any] = {"params": tree_spec(params), "state": tree_spec(state)}
@@ -275,18 +267,6 @@ def save_state_dict(
         "trees": trees,
     }
     fmt.write_file(path, tensor_sources(flat, "model"), fields, fsync=fsync)
-
-
-def read_state_dict(path: str | os.PathLike[str]) -> Reader:
-    """The model entries of a file as a lazy mapping ``{key: np.ndarray}`` with ``infos()``.
-
-    ``jaxnets.load_state_dict(model, path)`` calls this, checks the file's keys, shapes and dtypes
-    against the model from the header alone, then reads each entry.
-
-    Raises:
-      FileFormatError: the file is not a valid jaxnets file.
-    """
-    return Reader(path)
 
 
 # --- loading --------------------------------------------------------------------------------------
@@ -483,9 +463,7 @@ def load(
     trees = h.get("trees") or {}
     if not isinstance(trees, dict):
         raise FileFormatError(f"{file}: malformed tree structures in the header.", file=file)
-    from jaxnets.nn.module import Module
-
-    if upgraded and isinstance(model, Module):
+    if upgraded and is_model(model):
         params, state = _from_template(model, flat, file)
     elif "params" in trees:
         params = _from_spec(trees["params"], flat, file, "params")

@@ -7,7 +7,7 @@ from jaxnets.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from jaxnets.nn.dropout import Dropout
 from jaxnets.nn.embedding import Embedding
 from jaxnets.nn.linear import Flatten, Identity, Linear
-from jaxnets.nn.module import Bound, Module, Params, State
+from jaxnets.nn.module import Bound, Key, Module, Output, Params, State
 from jaxnets.nn.norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from jaxnets.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
@@ -26,11 +26,13 @@ __all__ = [
     "GELU",
     "GroupNorm",
     "Identity",
+    "Key",
     "LayerNorm",
     "Linear",
     "LogSoftmax",
     "MaxPool2d",
     "Module",
+    "Output",
     "MultiheadAttention",
     "Params",
     "ReLU",

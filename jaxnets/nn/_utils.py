@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from jaxnets.errors import JaxnetsError
-
 __all__ = ["ntuple", "check", "freeze"]
 
 
@@ -14,19 +12,19 @@ def ntuple(
 ) -> tuple[int, ...]:
     """``3 -> (3, 3)``; a tuple/list must have ``n`` ints, as torch's ``_pair``/``_single``."""
     if isinstance(value, bool):
-        raise JaxnetsError(f"{layer}: {name} must be an int or a tuple of {n} ints, got {value!r}.")
+        raise TypeError(f"{layer}: {name} must be an int or a tuple of {n} ints, got {value!r}.")
     if isinstance(value, int):
         return (value,) * n
     out = tuple(value)
     if len(out) != n or not all(isinstance(v, int) and not isinstance(v, bool) for v in out):
-        raise JaxnetsError(f"{layer}: {name} must be an int or a tuple of {n} ints, got {value!r}.")
+        raise TypeError(f"{layer}: {name} must be an int or a tuple of {n} ints, got {value!r}.")
     return out
 
 
 def check(ok: bool, layer: Any, message: str) -> None:
-    """Raises ``JaxnetsError("<Layer>: message")`` unless ``ok``."""
+    """Raises ``ValueError("<Layer>: message")`` unless ``ok`` (a bad hyperparameter or input)."""
     if not ok:
-        raise JaxnetsError(f"{type(layer).__name__}: {message}")
+        raise ValueError(f"{type(layer).__name__}: {message}")
 
 
 def freeze(layer: Any, *names: str) -> None:

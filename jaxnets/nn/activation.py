@@ -5,7 +5,6 @@ Softmax, LogSoftmax. None has params or state; all keep the input's shape.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -19,10 +18,7 @@ from jaxnets.nn.module import Module, Params, State
 __all__ = ["ReLU", "GELU", "SiLU", "Tanh", "Sigmoid", "Softmax", "LogSoftmax"]
 
 
-@dataclass(frozen=True)
 class _Elementwise(Module):
-    def init(self, key: jax.Array) -> tuple[Params, State]:
-        return {}, {}
 
     def fn(self, x: jax.Array) -> jax.Array:
         raise NotImplementedError
@@ -40,7 +36,6 @@ class _Elementwise(Module):
 
 
 @register(name="nn.ReLU")
-@dataclass(frozen=True)
 class ReLU(_Elementwise):
     """``max(x, 0)``, as ``torch.nn.ReLU``. Shapes: any -> same."""
 
@@ -49,13 +44,12 @@ class ReLU(_Elementwise):
 
 
 @register(name="nn.GELU")
-@dataclass(frozen=True)
 class GELU(_Elementwise):
     """``x * Phi(x)``, as ``torch.nn.GELU(approximate="none")``; ``"tanh"`` is the tanh
     approximation. Shapes: any -> same.
 
     Raises:
-      JaxnetsError: ``approximate`` is not ``"none"`` or ``"tanh"``.
+      ValueError: ``approximate`` is not ``"none"`` or ``"tanh"``.
     """
 
     approximate: str = "none"
@@ -72,7 +66,6 @@ class GELU(_Elementwise):
 
 
 @register(name="nn.SiLU")
-@dataclass(frozen=True)
 class SiLU(_Elementwise):
     """``x * sigmoid(x)``, as ``torch.nn.SiLU``. Shapes: any -> same."""
 
@@ -81,7 +74,6 @@ class SiLU(_Elementwise):
 
 
 @register(name="nn.Tanh")
-@dataclass(frozen=True)
 class Tanh(_Elementwise):
     """``tanh(x)``, as ``torch.nn.Tanh``. Shapes: any -> same."""
 
@@ -90,7 +82,6 @@ class Tanh(_Elementwise):
 
 
 @register(name="nn.Sigmoid")
-@dataclass(frozen=True)
 class Sigmoid(_Elementwise):
     """``1 / (1 + exp(-x))``, as ``torch.nn.Sigmoid``. Shapes: any -> same."""
 
@@ -117,7 +108,6 @@ def _softmax_dim(layer: Module, dim: int | None, ndim: int) -> int:
 
 
 @register(name="nn.Softmax")
-@dataclass(frozen=True)
 class Softmax(_Elementwise):
     """Softmax along ``dim``, as ``torch.nn.Softmax(dim)``. Shapes: any -> same.
 
@@ -132,7 +122,6 @@ class Softmax(_Elementwise):
 
 
 @register(name="nn.LogSoftmax")
-@dataclass(frozen=True)
 class LogSoftmax(_Elementwise):
     """``log(softmax(x))`` along ``dim``, computed stably, as ``torch.nn.LogSoftmax(dim)``.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import jax
@@ -19,7 +19,6 @@ __all__ = ["MultiheadAttention"]
 
 
 @register(name="nn.MultiheadAttention")
-@dataclass(frozen=True)
 class MultiheadAttention(Module):
     """Multi-head scaled dot-product attention, as ``torch.nn.MultiheadAttention``.
 
@@ -47,7 +46,7 @@ class MultiheadAttention(Module):
     or ``(N*H, L, S)``; bool ``True`` = not attended, float masks are added to the scores.
 
     Raises:
-      JaxnetsError: E not divisible by H, a wrong input or mask shape, or ``train=True`` with
+      ValueError: E not divisible by H, a wrong input or mask shape, or ``train=True`` with
         ``dropout > 0`` and no ``key``.
     """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -14,7 +13,6 @@ __all__ = ["Sequential"]
 
 
 @register(name="nn.Sequential")
-@dataclass(frozen=True, init=False)
 class Sequential(Module):
     """``Sequential(l0, l1, ...)``: ``y = l1(l0(x))``; params ``{"0": p0, "1": p1, ...}``.
 

@@ -7,7 +7,6 @@ activations); XLA picks the physical layout.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import jax
@@ -36,7 +35,6 @@ def _batched(layer: Module, x: jax.Array, n: int) -> tuple[jax.Array, bool]:
     return x, False
 
 
-@dataclass(frozen=True)
 class _ConvNd(Module):
     in_channels: int
     out_channels: int
@@ -129,7 +127,6 @@ class _ConvNd(Module):
 
 
 @register(name="nn.Conv1d")
-@dataclass(frozen=True)
 class Conv1d(_ConvNd):
     """1-D convolution, as ``torch.nn.Conv1d`` (same arguments and defaults).
 
@@ -142,7 +139,7 @@ class Conv1d(_ConvNd):
     ``padding_mode``: ``"zeros"`` (default), ``"reflect"``, ``"replicate"``, ``"circular"``.
 
     Raises:
-      JaxnetsError: channels not divisible by ``groups``, ``"same"`` with a stride, a bad
+      ValueError: channels not divisible by ``groups``, ``"same"`` with a stride, a bad
         ``padding``/``padding_mode``, or an input of the wrong rank.
     """
 
@@ -150,7 +147,6 @@ class Conv1d(_ConvNd):
 
 
 @register(name="nn.Conv2d")
-@dataclass(frozen=True)
 class Conv2d(_ConvNd):
     """2-D convolution, as ``torch.nn.Conv2d`` (same arguments and defaults).
 
@@ -163,7 +159,7 @@ class Conv2d(_ConvNd):
     ``"zeros"`` (default), ``"reflect"``, ``"replicate"`` or ``"circular"``.
 
     Raises:
-      JaxnetsError: channels not divisible by ``groups``, ``"same"`` with a stride, a bad
+      ValueError: channels not divisible by ``groups``, ``"same"`` with a stride, a bad
         ``padding``/``padding_mode``, or an input of the wrong rank.
     """
 
@@ -171,7 +167,6 @@ class Conv2d(_ConvNd):
 
 
 @register(name="nn.ConvTranspose2d")
-@dataclass(frozen=True)
 class ConvTranspose2d(Module):
     """Transposed 2-D convolution (the gradient of Conv2d), as ``torch.nn.ConvTranspose2d``.
 
@@ -185,7 +180,7 @@ class ConvTranspose2d(Module):
     not supported (give ``output_padding``).
 
     Raises:
-      JaxnetsError: channels not divisible by ``groups``, ``output_padding`` not smaller than
+      ValueError: channels not divisible by ``groups``, ``output_padding`` not smaller than
         ``stride`` or ``dilation``, or another ``padding_mode``.
     """
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -16,7 +15,6 @@ __all__ = ["Dropout"]
 
 
 @register(name="nn.Dropout")
-@dataclass(frozen=True)
 class Dropout(Module):
     """Zeroes each element with probability ``p`` and scales the rest by ``1/(1-p)``, as
     ``torch.nn.Dropout(p=0.5)`` (torch's ``inplace`` has no meaning for immutable arrays).
@@ -25,7 +23,7 @@ class Dropout(Module):
     ``train=True`` needs ``key=`` (a fresh one each step). ``p=1`` gives zeros, as torch.
 
     Raises:
-      JaxnetsError: ``p`` outside ``[0, 1]``, or ``train=True`` without a ``key``.
+      ValueError: ``p`` outside ``[0, 1]``, or ``train=True`` without a ``key``.
     """
 
     p: float = 0.5
@@ -37,8 +35,6 @@ class Dropout(Module):
             f"dropout probability has to be between 0 and 1, but got {self.p}.",
         )
 
-    def init(self, key: jax.Array) -> tuple[Params, State]:
-        return {}, {}
 
     def apply(
         self,

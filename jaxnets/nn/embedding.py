@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -17,7 +16,6 @@ __all__ = ["Embedding"]
 
 
 @register(name="nn.Embedding")
-@dataclass(frozen=True)
 class Embedding(Module):
     """Rows of ``weight`` picked by integer indices, as ``torch.nn.Embedding``.
 
@@ -30,7 +28,7 @@ class Embedding(Module):
     both: check indices upstream if they can be out of range.
 
     Raises:
-      JaxnetsError: ``padding_idx`` outside ``[-num_embeddings, num_embeddings)``.
+      ValueError: ``padding_idx`` outside ``[-num_embeddings, num_embeddings)``.
     """
 
     num_embeddings: int

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import jax
@@ -16,7 +15,6 @@ __all__ = ["Linear", "Identity", "Flatten"]
 
 
 @register(name="nn.Linear")
-@dataclass(frozen=True)
 class Linear(Module):
     """``y = x @ weight.T + bias``, as ``torch.nn.Linear``.
 
@@ -42,12 +40,9 @@ class Linear(Module):
 
 
 @register(name="nn.Identity")
-@dataclass(frozen=True)
 class Identity(Module):
     """Returns its input unchanged. No params."""
 
-    def init(self, key: jax.Array) -> tuple[Params, State]:
-        return {}, {}
 
     def apply(
         self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
@@ -56,7 +51,6 @@ class Identity(Module):
 
 
 @register(name="nn.Flatten")
-@dataclass(frozen=True)
 class Flatten(Module):
     """Flattens dims ``start_dim..end_dim`` into one, as ``torch.nn.Flatten`` (default ``1..-1``).
 
@@ -66,8 +60,6 @@ class Flatten(Module):
     start_dim: int = 1
     end_dim: int = -1
 
-    def init(self, key: jax.Array) -> tuple[Params, State]:
-        return {}, {}
 
     def apply(
         self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None

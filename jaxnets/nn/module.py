@@ -1,20 +1,31 @@
 """The layer protocol. Every jaxnets layer and model is a :class:`Module`:
 
 * a **frozen dataclass of hyperparameters** (JSON-able data, no arrays), so an architecture can be
-  stored as a config and rebuilt without its code;
+  stored as a config and rebuilt without its code. Subclasses of ``Module`` *are* frozen
+  dataclasses: there is nothing to decorate (``@dataclass(frozen=True)`` on top still works);
 * ``init(key) -> (params, state)``: fresh parameters and buffers as nested dicts whose keys,
   shapes and layouts are PyTorch's (``weight`` of a Linear is ``(out_features, in_features)``).
   Shapes come from the hyperparameters; no sample input is needed. ``state`` holds buffers
-  (BatchNorm's running statistics) and is ``{}`` for stateless layers;
+  (BatchNorm's running statistics) and is ``{}`` for stateless layers. The default ``init``
+  initialises the children, so a layer without params of its own does not define it;
 * ``apply(params, state, x, *, train=False, key=None) -> (y, new_state)``: pure, so it composes
   with ``jit`` (mark ``train`` static), ``grad`` and ``vmap``. Layers that need randomness in
   training (Dropout) raise a clear error when ``train=True`` and no ``key`` is given.
 
-Composite models list their children as dataclass fields; keys come out as the field names, as
+A layer is its fields and its ``apply``; the shortest correct one::
+
+    @jaxnets.register(name="my.Scale")        # the name stored in files
+    class Scale(nn.Module):
+        factor: float = 2.0
+
+        def apply(self, params: nn.Params, state: nn.State, x: jax.Array, *,
+                  train: bool = False, key: nn.Key = None) -> nn.Output:
+            return x * self.factor, state
+
+Composite models list their children as fields; keys come out as the field names, as
 ``self.fc1 = nn.Linear(...)`` does in PyTorch::
 
     @jaxnets.register
-    @dataclass(frozen=True)
     class MLP(nn.Module):
         fc1: nn.Linear = nn.Linear(4, 16)
         fc2: nn.Linear = nn.Linear(16, 3)
@@ -26,30 +37,74 @@ Composite models list their children as dataclass fields; keys come out as the f
 ``init`` of a composite initialises each child in field order; ``state_dict`` keys are
 ``fc1.weight``, ``fc1.bias``, ``fc2.weight``, ``fc2.bias``. A field holding a tuple of modules
 (torch's ``ModuleList``) gives keys ``blocks.0.weight`` and is called as ``m.blocks[0](x)``.
+:meth:`Module.named_modules` is the one walk over a model's tree (init, summary, file versions
+and ``bind`` all go through ``children``/``named_children``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import jax
 
-from jaxnets.errors import JaxnetsError
+from jaxnets.core.model import is_model
+from jaxnets.core.state_dict import load_state_dict as _load_state_dict
+from jaxnets.core.state_dict import state_dict as _state_dict
+from jaxnets.nn.summary import summary as _summary
 
-__all__ = ["Module", "Bound", "Params", "State", "need_key"]
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # pragma: no cover - Python 3.10
+    from typing_extensions import dataclass_transform
 
-Params = dict[str, Any]
-State = dict[str, Any]
+__all__ = ["Module", "Bound", "Params", "State", "Key", "Output", "need_key"]
+
+Params: TypeAlias = dict[str, Any]
+State: TypeAlias = dict[str, Any]
+Key: TypeAlias = "jax.Array | None"
+"""The ``key=`` argument of ``apply``: a PRNG key in training, else usually None."""
+Output: TypeAlias = tuple[Any, State]
+"""What ``apply`` returns: ``(y, new_state)``."""
+
+Child: TypeAlias = "Module | tuple[Module, ...]"
 
 
+def _make_dataclass(cls: type) -> None:
+    """Turns a Module subclass into a frozen dataclass, bases first (once per class).
+
+    Done when the class is first subclassed, instantiated or registered rather than when it is
+    defined, so that an explicit ``@dataclass(frozen=True)`` under the class statement (the 0.1
+    style) still runs first on the raw class, exactly as it always did.
+    """
+    if "__dataclass_fields__" in cls.__dict__ or cls is Module:
+        return
+    for base in reversed(cls.__mro__[1:]):
+        if issubclass(base, Module):
+            _make_dataclass(base)
+    dataclasses.dataclass(frozen=True)(cls)
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
 class Module:
     """Base class of every layer and model (see the module docstring for the contract).
 
-    Subclasses are ``@dataclasses.dataclass(frozen=True)`` and override ``apply``; leaf layers
-    also override ``init``. Register a subclass with ``@jaxnets.register`` to save it in files.
+    Subclasses are frozen dataclasses of their fields and override ``apply``; leaf layers with
+    params or buffers also override ``init``. Register a subclass with ``@jaxnets.register`` to
+    save it in files.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for base in cls.__mro__[1:]:  # a subclass inherits its bases' fields: make them first
+            if issubclass(base, Module):
+                _make_dataclass(base)
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        _make_dataclass(cls)
+        return super().__new__(cls)
 
     # --- the protocol -------------------------------------------------------------------------
     def init(self, key: jax.Array) -> tuple[Params, State]:
@@ -73,26 +128,59 @@ class Module:
         return params, state
 
     def apply(
-        self, params: Params, state: State, x: Any, *, train: bool = False, key: jax.Array | None = None
-    ) -> tuple[Any, State]:
+        self, params: Params, state: State, x: Any, *, train: bool = False, key: Key = None
+    ) -> Output:
         """Runs the layer: ``(y, new_state)``. Subclasses override this."""
-        raise NotImplementedError(f"{type(self).__name__} must define apply(params, state, x, *, train, key).")
+        raise NotImplementedError(
+            f"{type(self).__name__} must define apply(params, state, x, *, train, key)."
+        )
 
-    # --- composition ---------------------------------------------------------------------------
-    def children(self) -> dict[str, Module | tuple[Module, ...]]:
-        """Child modules by name, in field order: fields holding a Module or a tuple of Modules."""
-        out: dict[str, Module | tuple[Module, ...]] = {}
+    # --- the one walk over the tree --------------------------------------------------------------
+    def children(self) -> dict[str, Child]:
+        """Child modules by field name, in field order: fields holding a model or a tuple of them.
+
+        Raises:
+          TypeError: a field holds a list or dict of modules (their params would be lost): use a
+            tuple (ModuleList-style) or one field per child.
+        """
+        out: dict[str, Child] = {}
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             value = getattr(self, f.name)
-            if isinstance(value, Module):
+            if is_model(value):
                 out[f.name] = value
-            elif isinstance(value, tuple) and value and all(isinstance(v, Module) for v in value):
+            elif isinstance(value, tuple) and value and all(is_model(v) for v in value):
                 out[f.name] = value
+            elif isinstance(value, (list, dict)) and any(
+                is_model(v) for v in (value.values() if isinstance(value, dict) else value)
+            ):
+                raise TypeError(
+                    f"{type(self).__name__}.{f.name} holds a {type(value).__name__} of modules, "
+                    "which jaxnets cannot see as children (they would get no params). Use a "
+                    f"tuple of modules ({f.name}: tuple[nn.Module, ...] = (...)) or one field "
+                    "per child."
+                )
         return out
 
-    def bind(
-        self, params: Params, state: State, *, train: bool = False, key: jax.Array | None = None
-    ) -> Bound:
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        """``(name, module)`` of each direct child; tuple fields give ``"blocks.0"``, ``"blocks.1"``."""
+        for name, child in self.children().items():
+            if isinstance(child, tuple):
+                for i, c in enumerate(child):
+                    yield f"{name}.{i}", c
+            else:
+                yield name, child
+
+    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """This module under ``prefix`` and every descendant under its dotted path, depth first.
+
+        As ``torch.nn.Module.named_modules``: ``("", model), ("features", ...),
+        ("features.0", ...)``; the paths are the state_dict key prefixes of their params.
+        """
+        yield prefix, self
+        for name, child in self.named_children():
+            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def bind(self, params: Params, state: State, *, train: bool = False, key: Key = None) -> Bound:
         """Children as callables that thread state and keys: ``m = self.bind(...); y = m.fc1(x)``.
 
         ``m.state`` is the new state after the calls. Each child gets ``fold_in(key, i)`` for its
@@ -103,21 +191,20 @@ class Module:
     # --- PyTorch vocabulary ----------------------------------------------------------------------
     def state_dict(self, params: Params, state: State | None = None) -> dict[str, Any]:
         """``jaxnets.state_dict(params, state, model=self)``: keys in PyTorch's order."""
-        from jaxnets.core.state_dict import state_dict
+        return _state_dict(params, state, model=self)
 
-        return state_dict(params, state, model=self)
+    def load_state_dict(
+        self, source: Any, *, strict: bool = True, **kwargs: Any
+    ) -> tuple[Params, State]:
+        """``jaxnets.load_state_dict(self, source, ...)`` -> ``(params, state)``.
 
-    def load_state_dict(self, source: Any, *, strict: bool = True, **kwargs: Any) -> tuple[Params, State]:
-        """``jaxnets.load_state_dict(self, source, ...)`` -> ``(params, state)``."""
-        from jaxnets.core.state_dict import load_state_dict
-
-        return load_state_dict(self, source, strict=strict, **kwargs)
+        ``source`` is a state_dict or the path of a file (see :func:`jaxnets.load_state_dict`).
+        """
+        return _load_state_dict(self, source, strict=strict, **kwargs)  # type: ignore[no-any-return]
 
     def summary(self, input_shape: tuple[int, ...], *, dtype: Any = "float32") -> str:
         """``jaxnets.summary(self, input_shape, dtype=dtype)``: a table of layers, shapes and sizes."""
-        from jaxnets.nn.summary import summary
-
-        return summary(self, input_shape, dtype=dtype)
+        return _summary(self, input_shape, dtype=dtype)
 
 
 class _Call:
@@ -126,7 +213,7 @@ class _Call:
     def __init__(self, bound: Bound, path: tuple[str, ...], module: Module, index: tuple[int, ...]):
         self._bound, self._path, self._module, self._index = bound, path, module, index
 
-    def __call__(self, *args: Any, key: jax.Array | None = None, **kwargs: Any) -> Any:
+    def __call__(self, *args: Any, key: Key = None, **kwargs: Any) -> Any:
         b = self._bound
         params, state = b._params, b._new_state
         for p in self._path[:-1]:
@@ -136,7 +223,9 @@ class _Call:
             key = b._key
             for i in self._index:
                 key = jax.random.fold_in(key, i)
-        y, new = self._module.apply(params[name], state[name], *args, train=b._train, key=key, **kwargs)
+        y, new = self._module.apply(
+            params[name], state[name], *args, train=b._train, key=key, **kwargs
+        )
         b._set_state(self._path, new)
         return y
 
@@ -144,13 +233,18 @@ class _Call:
 class Bound:
     """A module bound to its params and state for one ``apply``; see :meth:`Module.bind`."""
 
-    def __init__(self, module: Module, params: Params, state: State, train: bool, key: jax.Array | None):
+    def __init__(self, module: Module, params: Params, state: State, train: bool, key: Key):
         self._module, self._params, self._train, self._key = module, params, train, key
-        self._new_state: State = {k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()}
-        self._index = {name: i for i, name in enumerate(module.children())}
+        self._new_state: State = {
+            k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()
+        }
+        self._children = module.children()
+        self._index = {name: i for i, name in enumerate(self._children)}
 
     def __getattr__(self, name: str) -> Any:
-        child = self._module.children().get(name)
+        if name.startswith("_"):
+            raise AttributeError(name)
+        child = self._children.get(name)
         if child is None:
             raise AttributeError(f"{type(self._module).__name__} has no child module {name!r}")
         i = self._index[name]
@@ -173,10 +267,10 @@ class Bound:
         return iter(self._index)
 
 
-def need_key(layer: Module, key: jax.Array | None) -> jax.Array:
+def need_key(layer: Module, key: Key) -> jax.Array:
     """Returns ``key``, or raises the error every random layer gives in training without one."""
     if key is None:
-        raise JaxnetsError(
+        raise ValueError(
             f"{type(layer).__name__} needs a PRNG key when train=True: call "
             "apply(params, state, x, train=True, key=jax.random.key(seed)), and pass a fresh key "
             "each step (jax.random.split)."

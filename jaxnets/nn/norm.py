@@ -7,7 +7,6 @@ variance goes into ``running_var``, ``momentum=None`` is a cumulative average.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import jax
@@ -25,7 +24,6 @@ def _channel_shape(ndim: int, c: int) -> tuple[int, ...]:
     return (1, c) + (1,) * (ndim - 2)
 
 
-@dataclass(frozen=True)
 class _BatchNorm(Module):
     num_features: int
     eps: float = 1e-5
@@ -118,13 +116,12 @@ _BN_DOC = """
     differentiated through into ``state``.
 
     Raises:
-      JaxnetsError: the input has the wrong rank or channel count, or (training) one value per
+      ValueError: the input has the wrong rank or channel count, or (training) one value per
         channel.
     """
 
 
 @register(name="nn.BatchNorm1d")
-@dataclass(frozen=True)
 class BatchNorm1d(_BatchNorm):
     __doc__ = (
         """Batch normalisation over ``x (N, C)`` or ``(N, C, L)`` -> same shape, as ``torch.nn.BatchNorm1d``."""
@@ -136,7 +133,6 @@ class BatchNorm1d(_BatchNorm):
 
 
 @register(name="nn.BatchNorm2d")
-@dataclass(frozen=True)
 class BatchNorm2d(_BatchNorm):
     __doc__ = (
         """Batch normalisation over ``x (N, C, H, W)`` -> same shape, as ``torch.nn.BatchNorm2d``."""
@@ -145,7 +141,6 @@ class BatchNorm2d(_BatchNorm):
 
 
 @register(name="nn.LayerNorm")
-@dataclass(frozen=True)
 class LayerNorm(Module):
     """Normalises over the last ``len(normalized_shape)`` dims, as ``torch.nn.LayerNorm``.
 
@@ -157,7 +152,7 @@ class LayerNorm(Module):
     Shapes: ``x (..., *normalized_shape)`` -> same shape. Uses the biased variance, as torch.
 
     Raises:
-      JaxnetsError: the trailing dims of ``x`` are not ``normalized_shape``.
+      ValueError: the trailing dims of ``x`` are not ``normalized_shape``.
     """
 
     normalized_shape: int | tuple[int, ...]
@@ -211,7 +206,6 @@ class LayerNorm(Module):
 
 
 @register(name="nn.GroupNorm")
-@dataclass(frozen=True)
 class GroupNorm(Module):
     """Normalises each of ``num_groups`` channel groups per sample, as ``torch.nn.GroupNorm``.
 
@@ -220,7 +214,7 @@ class GroupNorm(Module):
     Shapes: ``x (N, C, *)`` -> same shape.
 
     Raises:
-      JaxnetsError: ``num_channels`` not divisible by ``num_groups``, or a wrong channel count.
+      ValueError: ``num_channels`` not divisible by ``num_groups``, or a wrong channel count.
     """
 
     num_groups: int

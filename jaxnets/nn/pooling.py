@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -41,7 +40,6 @@ def _check_input(layer: Module, x: Any) -> None:
     )
 
 
-@dataclass(frozen=True)
 class _Pool2d(Module):
     if TYPE_CHECKING:  # the fields each pool declares (not fields here: they would reorder them)
         kernel_size: _Pair
@@ -49,8 +47,6 @@ class _Pool2d(Module):
         padding: _Pair
         ceil_mode: bool
 
-    def init(self, key: jax.Array) -> tuple[Params, State]:
-        return {}, {}
 
     def _geometry(
         self, x: Any, dilation: _Pair = 1
@@ -83,7 +79,6 @@ class _Pool2d(Module):
 
 
 @register(name="nn.MaxPool2d")
-@dataclass(frozen=True)
 class MaxPool2d(_Pool2d):
     """Max over ``kernel_size`` windows, as ``torch.nn.MaxPool2d`` (padding counts as ``-inf``).
 
@@ -96,7 +91,7 @@ class MaxPool2d(_Pool2d):
     would start in the right padding is dropped, as torch.
 
     Raises:
-      JaxnetsError: ``return_indices=True``, padding over half the kernel, a wrong input rank.
+      ValueError: ``return_indices=True``, padding over half the kernel, a wrong input rank.
     """
 
     kernel_size: _Pair
@@ -168,7 +163,6 @@ def _divisor(size: int, out: int, k: int, s: int, p: int, include_pad: bool) -> 
 
 
 @register(name="nn.AvgPool2d")
-@dataclass(frozen=True)
 class AvgPool2d(_Pool2d):
     """Mean over ``kernel_size`` windows, as ``torch.nn.AvgPool2d``.
 
@@ -180,7 +174,7 @@ class AvgPool2d(_Pool2d):
     ``H_out = floor_or_ceil((H + 2p - k) / s) + 1`` (ceil-mode rule as :class:`MaxPool2d`).
 
     Raises:
-      JaxnetsError: padding over half the kernel, ``divisor_override`` of 0, a wrong input rank.
+      ValueError: padding over half the kernel, ``divisor_override`` of 0, a wrong input rank.
     """
 
     kernel_size: _Pair
@@ -237,7 +231,6 @@ def _adaptive_matrix(size: int, out: int) -> np.ndarray:
 
 
 @register(name="nn.AdaptiveAvgPool2d")
-@dataclass(frozen=True)
 class AdaptiveAvgPool2d(Module):
     """Averages to a fixed ``output_size``, as ``torch.nn.AdaptiveAvgPool2d``.
 
@@ -246,7 +239,7 @@ class AdaptiveAvgPool2d(Module):
     No params. Shapes: ``(N, C, H, W)`` or ``(C, H, W)`` -> ``(..., H_out, W_out)``.
 
     Raises:
-      JaxnetsError: a wrong input rank or a non-positive output size.
+      ValueError: a wrong input rank or a non-positive output size.
     """
 
     output_size: int | tuple[int | None, int | None]
@@ -254,8 +247,6 @@ class AdaptiveAvgPool2d(Module):
     def __post_init__(self) -> None:
         freeze(self, "output_size")
 
-    def init(self, key: jax.Array) -> tuple[Params, State]:
-        return {}, {}
 
     def apply(
         self,

@@ -6,7 +6,7 @@ model costs one abstract trace and no device memory.
 How output shapes are observed (design note): layers have no hooks, and adding one to every call
 path (``Bound``/``_Call``, ``Sequential``, a model calling ``self.fc.apply`` itself) would touch the
 hot path of every model. Instead the summary traces a *copy* of the model in which every child
-found by ``Module.children()`` is wrapped in a private recording module that forwards ``init``,
+found by ``Module.named_children()`` is wrapped in a private recording module that forwards ``init``,
 ``apply`` and attribute access to the child and notes the shape of what ``apply`` returns. The
 parent's own code is untouched, so any way it calls its children is seen. Children are matched to
 the dataclass fields that hold them in order; a module whose children cannot be matched that way
@@ -24,9 +24,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.core.tree import flatten, join_key
+from jaxnets.core.model import Model, is_model
+from jaxnets.core.tree import flatten
 from jaxnets.errors import JaxnetsError
-from jaxnets.nn.module import Module, Params, State
 
 __all__ = ["summary"]
 
@@ -35,26 +35,30 @@ _FAILED = "\x00failed"  # sink key of the innermost layer that raised (no path c
 
 
 @dataclasses.dataclass(frozen=True)
-class _Recorder(Module):
-    """Forwards to ``inner`` and appends the structure of each output to ``sink[path]``."""
+class _Recorder:
+    """Forwards to ``inner`` and appends the structure of each output to ``sink[path]``.
 
-    inner: Module
+    A :class:`~jaxnets.core.model.Model` (so a parent sees it as a child), not an ``nn.Module``:
+    ``nn.Module.summary`` calls this file, so this file must not need ``nn.module``.
+    """
+
+    inner: Any
     path: str
     sink: dict[str, list[Any]] = dataclasses.field(compare=False, repr=False)
 
-    def init(self, key: jax.Array) -> tuple[Params, State]:
-        return self.inner.init(key)
+    def init(self, key: jax.Array) -> tuple[Any, Any]:
+        return self.inner.init(key)  # type: ignore[no-any-return]
 
     def apply(
         self,
-        params: Params,
-        state: State,
+        params: Any,
+        state: Any,
         x: Any,
         *args: Any,
         train: bool = False,
         key: jax.Array | None = None,
         **kw: Any,
-    ) -> tuple[Any, State]:
+    ) -> tuple[Any, Any]:
         try:
             y, new_state = self.inner.apply(params, state, x, *args, train=train, key=key, **kw)
         except Exception:
@@ -66,8 +70,14 @@ class _Recorder(Module):
         )
         return y, new_state
 
-    def children(self) -> dict[str, Module | tuple[Module, ...]]:
+    def children(self) -> Any:
         return self.inner.children()
+
+    def named_children(self) -> Any:
+        return self.inner.named_children()
+
+    def named_modules(self, prefix: str = "") -> Any:
+        return self.inner.named_modules(prefix)
 
     def __getattr__(self, name: str) -> Any:  # the parent may read the child's hyperparameters
         if name in ("inner", "path", "sink") or name.startswith("__"):
@@ -79,37 +89,26 @@ class _Row(NamedTuple):
     path: str  # "" for the model itself
     parent: str | None
     depth: int
-    module: Module
+    module: Model
 
 
-def _child_paths(module: Module) -> list[tuple[str, Module]]:
-    """``children()`` flattened: ``[("fc1", m), ("blocks.0", m0), ...]`` (names relative)."""
-    out: list[tuple[str, Module]] = []
-    for name, child in module.children().items():
-        if isinstance(child, tuple):
-            out.extend((join_key((name, j)), c) for j, c in enumerate(child))
-        else:
-            out.append((join_key((name,)), child))
-    return out
-
-
-def _slots(module: Module) -> list[tuple[str, int | None]]:
+def _slots(module: Model) -> list[tuple[str, int | None]]:
     """The dataclass fields holding child modules, in order: (field, index in a tuple or None)."""
     slots: list[tuple[str, int | None]] = []
     for f in dataclasses.fields(module):  # type: ignore[arg-type]
         value = getattr(module, f.name)
-        if isinstance(value, Module):
+        if is_model(value):
             slots.append((f.name, None))
-        elif isinstance(value, tuple) and value and all(isinstance(v, Module) for v in value):
+        elif isinstance(value, tuple) and value and all(is_model(v) for v in value):
             slots.extend((f.name, j) for j in range(len(value)))
     return slots
 
 
 def _instrument(
-    module: Module, prefix: str, sink: dict[str, list[Any]], rows: list[_Row]
-) -> Module:
+    module: Model, prefix: str, sink: dict[str, list[Any]], rows: list[_Row]
+) -> Model:
     """A copy of ``module`` whose children (recursively) are wrapped in recorders; fills ``rows``."""
-    kids = _child_paths(module)
+    kids = list(module.named_children())
     slots = _slots(module)
     matched = len(kids) == len(slots) and all(
         (getattr(module, f) if j is None else getattr(module, f)[j]) is child
@@ -119,7 +118,7 @@ def _instrument(
         return module
     depth = next((r.depth for r in rows if r.path == prefix), 0) + 1
     new = copy.copy(module)
-    tuples: dict[str, list[Module]] = {}
+    tuples: dict[str, list[Model]] = {}
     for (field, j), (name, child) in zip(slots, kids):
         path = f"{prefix}.{name}" if prefix else name
         rows.append(_Row(path, prefix, depth, child))
@@ -172,7 +171,7 @@ def _bytes_text(n: int) -> str:
     return f"{n} B"
 
 
-def summary(model: Module, input_shape: Sequence[int], *, dtype: Any = "float32") -> str:
+def summary(model: Model, input_shape: Sequence[int], *, dtype: Any = "float32") -> str:
     """A Keras-like table: each layer's path, type, output shape and parameter count, with totals.
 
     Example (a LeNet-like ``Sequential``; the first dimension is the batch)::
@@ -192,11 +191,12 @@ def summary(model: Module, input_shape: Sequence[int], *, dtype: Any = "float32"
       the bytes of parameters and buffers together.
 
     Raises:
-      JaxnetsError: ``model`` is not a Module, or its ``init``/``apply`` fails on this input (the
-        message includes the model's own error).
+      TypeError: ``model`` is not a model.
+      JaxnetsError: its ``init``/``apply`` fails on this input (the message includes the model's
+        own error).
     """
-    if not isinstance(model, Module):
-        raise JaxnetsError(f"summary() takes a jaxnets.nn.Module, got {type(model).__name__}.")
+    if not is_model(model):
+        raise TypeError(f"summary() takes a jaxnets.nn.Module, got {type(model).__name__}.")
     sink: dict[str, list[Any]] = {}
     rows = [_Row("", None, 0, model)]
     traced = _Recorder(_instrument(model, "", sink, rows), "", sink)

@@ -32,8 +32,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxnets.errors import JaxnetsError
-
 __all__ = ["Config", "Transform", "Schedule", "ScalarOrSchedule"]
 
 _PLAIN = (bool, int, float, str)
@@ -56,7 +54,7 @@ class Config:
             value = getattr(self, f.name)
             if f.name in self._mask_fields:
                 if value is not None:
-                    raise JaxnetsError(_mask_message(self, f.name, value), path=f.name)
+                    raise TypeError(_mask_message(self, f.name, value))
                 continue
             if f.name in self._dtype_fields:
                 clean = None if value is None else _dtype_name(self, f.name, value)
@@ -149,19 +147,11 @@ def _plain(cfg: Config, name: str, value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return tuple(_plain(cfg, name, v) for v in value)  # tuples keep the config hashable
     if callable(value):
-        raise JaxnetsError(
-            f"{_where(cfg, name)}: {value!r:.80} is a Python callable, which cannot be stored in "
-            "an optimizer config. Use a jaxnets.optim schedule (e.g. "
-            "jaxnets.optim.cosine_decay_schedule(...)) or, for anything else, use optax "
-            "directly: its state still saves (jaxnets.state_dict, checkpoints), only the "
-            "optimizer itself is not recorded.",
-            path=name,
+        raise TypeError(
+            f"{_where(cfg, name)}: {value!r:.80} is a Python callable, which cannot be stored in an optimizer config. Use a jaxnets.optim schedule (e.g. jaxnets.optim.cosine_decay_schedule(...)) or, for anything else, use optax directly: its state still saves (jaxnets.state_dict, checkpoints), only the optimizer itself is not recorded."
         )
-    raise JaxnetsError(
-        f"{_where(cfg, name)}: cannot store {type(value).__name__} {value!r:.80} in an optimizer "
-        "config; pass a Python number, string, bool, None, a tuple of these, or a jaxnets.optim "
-        "schedule (an array hyperparameter would be baked into the config: pass float(x)).",
-        path=name,
+    raise TypeError(
+        f"{_where(cfg, name)}: cannot store {type(value).__name__} {value!r:.80} in an optimizer config; pass a Python number, string, bool, None, a tuple of these, or a jaxnets.optim schedule (an array hyperparameter would be baked into the config: pass float(x))."
     )
 
 
@@ -169,9 +159,7 @@ def _dtype_name(cfg: Config, name: str, value: Any) -> str:
     try:
         return jnp.dtype(value).name
     except TypeError as e:
-        raise JaxnetsError(
-            f"{_where(cfg, name)}: {value!r:.80} is not a dtype ({e}).", path=name
-        ) from e
+        raise TypeError(f"{_where(cfg, name)}: {value!r:.80} is not a dtype ({e}).") from e
 
 
 def _mask_message(cfg: Config, name: str, value: Any) -> str:

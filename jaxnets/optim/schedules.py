@@ -13,7 +13,6 @@ from typing import Any
 import optax
 
 from jaxnets.core.registry import register
-from jaxnets.errors import JaxnetsError
 from jaxnets.optim.base import Schedule
 
 __all__ = [
@@ -139,7 +138,7 @@ class piecewise_constant_schedule(Schedule):  # noqa: N801
     hashable).
 
     Raises:
-      JaxnetsError: a boundary is not an int.
+      TypeError: a boundary is not an int.
     """
 
     init_value: float
@@ -154,10 +153,8 @@ class piecewise_constant_schedule(Schedule):  # noqa: N801
             try:
                 clean = tuple(sorted((_step(k), float(v)) for k, v in items))
             except (TypeError, ValueError) as e:
-                raise JaxnetsError(
-                    f"jaxnets.optim.piecewise_constant_schedule: boundaries_and_scales must be "
-                    f"{{step: scale}} with int steps, got {pairs!r:.80} ({e}).",
-                    path="boundaries_and_scales",
+                raise TypeError(
+                    f"jaxnets.optim.piecewise_constant_schedule: boundaries_and_scales must be {{step: scale}} with int steps, got {pairs!r:.80} ({e})."
                 ) from e
             object.__setattr__(self, "boundaries_and_scales", clean)
         super().__post_init__()
@@ -189,8 +186,6 @@ class join_schedules(Schedule):  # noqa: N801
         super().__post_init__()
         for i, s in enumerate(self.schedules):
             if not isinstance(s, Schedule):
-                raise JaxnetsError(
-                    f"jaxnets.optim.join_schedules: schedules[{i}] is {type(s).__name__}, not a "
-                    "jaxnets.optim schedule; use optax.join_schedules for other callables.",
-                    path=f"schedules.{i}",
+                raise TypeError(
+                    f"jaxnets.optim.join_schedules: schedules[{i}] is {type(s).__name__}, not a jaxnets.optim schedule; use optax.join_schedules for other callables."
                 )

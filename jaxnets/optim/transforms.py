@@ -13,7 +13,6 @@ from typing import Any
 import optax
 
 from jaxnets.core.registry import register
-from jaxnets.errors import JaxnetsError
 from jaxnets.optim.base import ScalarOrSchedule, Transform
 
 __all__ = [
@@ -37,7 +36,7 @@ class chain(Transform):  # noqa: N801  (optax's name: the class is the construct
     The state is optax's: a tuple with one state per transformation.
 
     Raises:
-      JaxnetsError: an argument is not a jaxnets.optim transformation (e.g. an optax one, which
+      TypeError: an argument is not a jaxnets.optim transformation (e.g. an optax one, which
         cannot be stored): build the whole chain with optax instead, or use jaxnets.optim pieces.
     """
 
@@ -46,13 +45,8 @@ class chain(Transform):  # noqa: N801  (optax's name: the class is the construct
     def __init__(self, *transforms: Transform):
         for i, t in enumerate(transforms):
             if not isinstance(t, Transform):
-                raise JaxnetsError(
-                    f"jaxnets.optim.chain: argument {i} is {type(t).__module__}."
-                    f"{type(t).__qualname__}, not a jaxnets.optim transformation, so the chain "
-                    "cannot be stored as a config. Use the jaxnets.optim equivalent (e.g. "
-                    "jaxnets.optim.clip_by_global_norm) or build the whole chain with optax.chain "
-                    "(its state still saves; the optimizer config does not).",
-                    path=str(i),
+                raise TypeError(
+                    f"jaxnets.optim.chain: argument {i} is {type(t).__module__}.{type(t).__qualname__}, not a jaxnets.optim transformation, so the chain cannot be stored as a config. Use the jaxnets.optim equivalent (e.g. jaxnets.optim.clip_by_global_norm) or build the whole chain with optax.chain (its state still saves; the optimizer config does not)."
                 )
         object.__setattr__(self, "transforms", tuple(transforms))
 

@@ -164,7 +164,7 @@ def test_nested_tree_is_accepted_as_a_state_dict(mlp):
 
 def test_a_non_mapping_source_is_a_clear_error(mlp):
     model, *_ = mlp
-    with pytest.raises(jaxnets.JaxnetsError, match="must be a mapping"):
+    with pytest.raises(TypeError, match="must be a mapping"):
         jaxnets.load_state_dict(model, [1, 2])
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxnets import JaxnetsError, JaxnetsWarning, nn
+from jaxnets import JaxnetsWarning, nn
 
 CASES = [
     (nn.ReLU(), torch.nn.ReLU()),
@@ -43,9 +43,9 @@ def test_softmax_dim_none_follows_torch_rule_and_warns(ndim, torch_dim, close, r
 
 
 def test_bad_arguments_raise():
-    with pytest.raises(JaxnetsError, match="approximate must be 'none' or 'tanh'"):
+    with pytest.raises(ValueError, match="approximate must be 'none' or 'tanh'"):
         nn.GELU(approximate="erf")
-    with pytest.raises(JaxnetsError, match="dim 2 is out of range"):
+    with pytest.raises(ValueError, match="dim 2 is out of range"):
         nn.Softmax(dim=2).apply({}, {}, jnp.ones((2, 2)))
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import jaxnets
-from jaxnets import JaxnetsError, nn
+from jaxnets import nn
 
 E, H = 8, 2
 
@@ -127,7 +127,7 @@ def test_attention_dropout_needs_key_and_drops_weights():
     layer = nn.MultiheadAttention(8, 2, dropout=0.5, batch_first=True)
     params, state = layer.init(jax.random.key(0))
     x = jnp.ones((1, 6, 8))
-    with pytest.raises(JaxnetsError, match="MultiheadAttention needs a PRNG key"):
+    with pytest.raises(ValueError, match="MultiheadAttention needs a PRNG key"):
         layer.apply(params, state, x, train=True)
     (_, w), _ = layer.apply(
         params, state, x, train=True, key=jax.random.key(1), average_attn_weights=False
@@ -143,14 +143,14 @@ def test_attention_dropout_needs_key_and_drops_weights():
 
 def test_bad_arguments_raise():
     with pytest.raises(
-        JaxnetsError, match=r"embed_dim \(10\) must be divisible by num_heads \(3\)"
+        ValueError, match=r"embed_dim \(10\) must be divisible by num_heads \(3\)"
     ):
         nn.MultiheadAttention(10, 3)
     layer = nn.MultiheadAttention(8, 2, batch_first=True)
     params, state = layer.init(jax.random.key(0))
-    with pytest.raises(JaxnetsError, match=r"key_padding_mask must be \(2, 5\)"):
+    with pytest.raises(ValueError, match=r"key_padding_mask must be \(2, 5\)"):
         layer.apply(params, state, jnp.ones((2, 5, 8)), key_padding_mask=jnp.zeros((2, 4), bool))
-    with pytest.raises(JaxnetsError, match=r"attn_mask must be \(5, 5\)"):
+    with pytest.raises(ValueError, match=r"attn_mask must be \(5, 5\)"):
         layer.apply(params, state, jnp.ones((2, 5, 8)), attn_mask=jnp.zeros((4, 5), bool))
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from jaxnets import JaxnetsError, nn
+from jaxnets import nn
 
 
 def test_eval_is_identity_like_torch():
@@ -59,12 +59,12 @@ def test_p_zero_and_one_edge_cases():
 
 
 def test_train_without_key_raises():
-    with pytest.raises(JaxnetsError, match="Dropout needs a PRNG key when train=True"):
+    with pytest.raises(ValueError, match="Dropout needs a PRNG key when train=True"):
         nn.Dropout(0.5).apply({}, {}, jnp.ones(3), train=True)
 
 
 def test_bad_p_raises():
-    with pytest.raises(JaxnetsError, match="between 0 and 1, but got 1.5"):
+    with pytest.raises(ValueError, match="between 0 and 1, but got 1.5"):
         nn.Dropout(1.5)
 
 

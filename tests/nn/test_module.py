@@ -78,7 +78,7 @@ def test_bind_matches_calling_children_by_hand():
 def test_training_without_a_key_is_a_clear_error():
     net = Net()
     params, state = net.init(jax.random.key(0))
-    with pytest.raises(jaxnets.JaxnetsError, match=r"Noisy needs a PRNG key when train=True"):
+    with pytest.raises(ValueError, match=r"Noisy needs a PRNG key when train=True"):
         net.apply(params, state, jnp.ones((1, 3)), train=True)
 
 

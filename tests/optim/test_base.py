@@ -126,11 +126,10 @@ def test_numpy_scalars_and_lists_become_plain_data():
 
 def test_a_callable_learning_rate_is_refused_with_the_fix():
     with pytest.raises(
-        jaxnets.JaxnetsError,
+        TypeError,
         match=r"adam\(learning_rate=\.\.\.\).*Python callable.*jaxnets.optim schedule.*optax directly",
-    ) as e:
+    ):
         optim.adam(optax.cosine_decay_schedule(1e-3, 10))
-    assert e.value.path == "learning_rate"
 
 
 @pytest.mark.parametrize(
@@ -144,7 +143,7 @@ def test_a_callable_learning_rate_is_refused_with_the_fix():
 @pytest.mark.parametrize("mask", [lambda p: jax.tree.map(lambda x: x.ndim > 1, p), {"w": True}])
 def test_masks_are_refused_with_the_fix(make, field, mask):
     with pytest.raises(
-        jaxnets.JaxnetsError,
+        TypeError,
         match=rf"\({field}=\.\.\.\): a mask .* accepts only {field}=None.*use optax directly",
     ):
         make(mask)
@@ -152,7 +151,7 @@ def test_masks_are_refused_with_the_fix(make, field, mask):
 
 def test_an_array_hyperparameter_is_refused():
     with pytest.raises(
-        jaxnets.JaxnetsError,
+        TypeError,
         match=r"sgd\(learning_rate=\.\.\.\): cannot store ArrayImpl.*float\(x\)",
     ):
         optim.sgd(jnp.asarray(0.1))
@@ -160,7 +159,7 @@ def test_an_array_hyperparameter_is_refused():
 
 def test_a_bad_dtype_is_refused():
     with pytest.raises(
-        jaxnets.JaxnetsError, match=r"adam\(mu_dtype=\.\.\.\): 'nope' is not a dtype"
+        TypeError, match=r"adam\(mu_dtype=\.\.\.\): 'nope' is not a dtype"
     ):
         optim.adam(1e-3, mu_dtype="nope")
 

@@ -99,13 +99,13 @@ def test_piecewise_boundaries_are_stored_sorted_as_pairs():
 
 def test_piecewise_rejects_non_integer_boundaries():
     with pytest.raises(
-        jaxnets.JaxnetsError, match=r"boundaries_and_scales must be \{step: scale\}"
+        TypeError, match=r"boundaries_and_scales must be \{step: scale\}"
     ):
         optim.piecewise_constant_schedule(1.0, {2.5: 0.1})
 
 
 def test_join_schedules_rejects_optax_schedules():
     with pytest.raises(
-        jaxnets.JaxnetsError, match=r"join_schedules\(schedules=\.\.\.\).*Python callable"
+        TypeError, match=r"join_schedules\(schedules=\.\.\.\).*Python callable"
     ):
         optim.join_schedules([optax.constant_schedule(1.0)], [])
