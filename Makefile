@@ -6,8 +6,10 @@ PY     := $(VENV)/bin/python
 STAMP_TEST := $(VENV)/.stamp-test
 STAMP_DEMO := $(VENV)/.stamp-demo
 STAMP_DEV  := $(VENV)/.stamp-dev
+STAMP_FUZZ := $(VENV)/.stamp-fuzz
+FUZZ_SECONDS ?= 600
 
-.PHONY: test demo bench lint clean
+.PHONY: test demo bench lint fuzz clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +21,10 @@ $(STAMP_TEST): pyproject.toml | $(VENV)/bin/python
 
 $(STAMP_DEMO): pyproject.toml | $(VENV)/bin/python
 	$(PY) -m pip install --quiet -e ".[examples]"
+	touch $@
+
+$(STAMP_FUZZ): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e ".[test,fuzz]"
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(VENV)/bin/python
@@ -34,8 +40,12 @@ demo: $(STAMP_DEMO)
 bench: $(STAMP_TEST)
 	$(PY) bench/run_all.py
 
+# Coverage-guided fuzzing of every load path (atheris), FUZZ_SECONDS per target; see fuzz/run.py.
+fuzz: $(STAMP_FUZZ)
+	$(PY) fuzz/run.py --all --seconds $(FUZZ_SECONDS)
+
 lint: $(STAMP_DEV)
-	$(VENV)/bin/ruff check jaxnets tests examples bench
+	$(VENV)/bin/ruff check jaxnets tests examples bench fuzz
 	$(VENV)/bin/mypy jaxnets
 	$(VENV)/bin/lint-imports
 
