@@ -1,4 +1,4 @@
-"""Per-layer layout rules between flax's variables and PyTorch's state_dict entries.
+"""Per-layer layout rules between flax's (and equinox's) arrays and PyTorch's state_dict entries.
 
 A rule is a pair of pure functions over one layer's arrays, with no flax import:
 
@@ -22,6 +22,9 @@ Embed          embedding ``(num, features)``          weight ``(num, features)``
 MultiHead-     query/key/value kernel ``(E, H, D)``,  in_proj_weight ``(3E, E)``,
 Attention      bias ``(H, D)``; out kernel            in_proj_bias ``(3E,)``, out_proj.weight
                ``(H, D, E)``, bias ``(E,)``           ``(E, E)``, out_proj.bias ``(E,)``
+eqx Conv       weight, bias ``(out, 1, ..., 1)``      weight, bias ``(out,)``
+eqx BatchNorm  weight, bias; State (mean, var)        weight, bias, running_mean, running_var,
+                                                      num_batches_tracked (as flax's)
 =============  =====================================  ==========================================
 """
 
@@ -135,6 +138,29 @@ def _mha_from(t: Vars, like: Vars) -> dict[str, Any]:
     return out
 
 
+def _eqx_conv_to(v: Vars) -> dict[str, np.ndarray]:
+    out = {"weight": _np(v["weight"])}
+    if "bias" in v:  # equinox keeps (out, 1, ..., 1) to broadcast over the window; torch (out,)
+        out["bias"] = _np(v["bias"]).reshape(-1)
+    return out
+
+
+def _eqx_conv_from(t: Vars, like: Vars) -> dict[str, Any]:
+    out = {"weight": t["weight"]}
+    if "bias" in like:
+        out["bias"] = jnp.reshape(t["bias"], like["bias"].shape)
+    return out
+
+
+_EQX_BN = (("weight", "weight"), ("bias", "bias"), ("running_mean", "running_mean"), ("running_var", "running_var"))
+
+
+def _eqx_batchnorm_to(v: Vars) -> dict[str, np.ndarray]:
+    out = _renamed(_EQX_BN).to_torch(v)
+    out[NUM_BATCHES_TRACKED] = np.zeros((), np.int64)
+    return out
+
+
 RULES: dict[str, Rule] = {
     "linear": Rule(_linear_to, _linear_from),
     "conv": Rule(_conv_to, _conv_from),
@@ -142,4 +168,8 @@ RULES: dict[str, Rule] = {
     "layernorm": _renamed((("scale", "weight"), ("bias", "bias"))),
     "embed": _renamed((("embedding", "weight"),)),
     "mha": Rule(_mha_to, _mha_from),
+    # equinox: weights already in torch's layout; a conv bias is (out, 1, ..., 1); BatchNorm's
+    # running statistics live in an eqx.nn.State and come here as running_mean/running_var.
+    "eqx_conv": Rule(_eqx_conv_to, _eqx_conv_from),
+    "eqx_batchnorm": Rule(_eqx_batchnorm_to, _renamed(_EQX_BN).from_torch),
 }
