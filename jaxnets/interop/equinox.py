@@ -62,7 +62,7 @@ def _layers(module: Any, state: Any) -> tuple[list[Layer], list[dict[str, Any]],
     def node_at(path: tuple[Hashable, ...]) -> Any:
         if path not in nodes:
             parent, c = node_at(path[:-1]), path[-1]
-            nodes[path] = parent[c] if isinstance(c, int) or isinstance(parent, dict) else getattr(parent, c)
+            nodes[path] = parent[c] if isinstance(c, int) or isinstance(parent, dict) else getattr(parent, str(c))
         return nodes[path]
 
     def owner_of(path: tuple[Hashable, ...]) -> tuple[tuple[Hashable, ...], str | None]:

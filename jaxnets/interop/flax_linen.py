@@ -121,13 +121,14 @@ def _layers(module: Any, variables: Mapping[str, Any], args: tuple, kwargs: dict
             "or not called on the example input): " + ", ".join(sorted(unknown))
             + f". Supported: {', '.join(_KINDS)}."
         )
-    out, where = [], []
+    out: list[Layer] = []
+    placed: list[dict[str, Any]] = []
     called = {p: i for i, p in enumerate(mods)}  # torch's order is definition order: use call order
     for owner in sorted(layers, key=lambda p: called.get(p, len(called))):
         kind, arrays, places = layers[owner]
         out.append(Layer(torch_path(owner), kind, arrays))
-        where.append(places)
-    return out, where
+        placed.append(places)
+    return out, placed
 
 
 def linen_state_dict(module: Any, variables: Mapping[str, Any], *args: Any, **kwargs: Any) -> dict[str, Any]:

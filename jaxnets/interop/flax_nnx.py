@@ -118,8 +118,8 @@ def _layers(module: Any) -> tuple[list[Layer], list[Any]]:
             owner, kind = path[:-1], "same"
         else:
             kind = owners[owner]
-        _, arrays, variables = layers.setdefault(owner, (kind, {}, {}))
-        node_a, node_v = arrays, variables
+        _, arrays, owned = layers.setdefault(owner, (kind, {}, {}))
+        node_a, node_v = arrays, owned
         for c in path[len(owner) : -1]:  # attention's query/key/value/out sub-layers
             node_a, node_v = node_a.setdefault(c, {}), node_v.setdefault(c, {})
         node_a[path[-1]], node_v[path[-1]] = _value(var), var

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from conftest import randomize_torch, to_torch_sd
 
-import jaxnets
 from jaxnets import JaxnetsError, StateDictError
 from jaxnets.interop import eqx_state_dict, load_eqx_state_dict
 
