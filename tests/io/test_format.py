@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import random
@@ -9,6 +10,7 @@ import struct
 import subprocess
 import sys
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -23,6 +25,17 @@ from jaxnets import FileFormatError, JaxnetsError, nn
 from jaxnets.io import format as fmt
 
 # --- helpers ----------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _x64() -> Iterator[None]:
+    """jax's 64-bit mode for one block. ``jax.enable_x64`` is newer than the floor (jax 0.7.1)."""
+    old = bool(jax.config.read("jax_enable_x64"))
+    jax.config.update("jax_enable_x64", True)
+    try:
+        yield
+    finally:
+        jax.config.update("jax_enable_x64", old)
 
 
 def _arrays() -> dict[str, object]:
@@ -100,7 +113,7 @@ _ONE_TENSOR_DATA = b"\xc0" * 59 + b"\xc6" + struct.pack(">I", 8) + b"\0" * 8
 def test_every_dtype_round_trips_bit_exactly(tmp_path: Path) -> None:
     arrays = _arrays()
     jaxnets.save_state_dict(tmp_path / "a.jnet", arrays, fsync=False)
-    with jax.enable_x64(True):  # float64, int64, complex128 need jax's 64-bit mode
+    with _x64():  # float64, int64, complex128 need jax's 64-bit mode
         loaded = jaxnets.load(tmp_path / "a.jnet", device="cpu").params
     with jaxnets.open(tmp_path / "a.jnet") as reader:
         lazy = {k: reader[k] for k in reader}

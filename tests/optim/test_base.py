@@ -48,7 +48,9 @@ def test_state_spec_round_trip_gives_optax_namedtuples_back(opt, helpers):
     spec = json.loads(json.dumps(jaxnets.tree_spec(state)))
     flat = jaxnets.state_dict(state)
     assert list(flat) == spec_keys(spec)
-    rebuilt = jaxnets.tree_from_spec(spec, flat)
+    # Leaves as jax arrays, as load and restore give them: with numpy < 2 an optax state holding
+    # numpy leaves rounds some eager updates differently (legacy promotion), a property of optax.
+    rebuilt = jaxnets.tree_from_spec(spec, {k: jnp.asarray(v) for k, v in flat.items()})
     # Structure equality includes the NamedTuple types (ScaleByAdamState, ...).
     helpers.assert_trees_identical(rebuilt, state)
     # ...and the rebuilt state drives the optimizer exactly as the original does.
@@ -183,7 +185,9 @@ def test_optim_is_exported_from_jaxnets():
 
 
 def test_works_as_the_tx_of_a_flax_train_state_under_jit(helpers):
-    from flax.training import train_state
+    train_state = pytest.importorskip(
+        "flax.training.train_state", reason="flax is optional: pip install 'jaxnets[flax]'"
+    )
 
     params = helpers.make_params()
     grads = helpers.grads_at(params, 0)
