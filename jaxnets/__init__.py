@@ -4,7 +4,7 @@ The public API is flat: ``jaxnets.state_dict``, ``jaxnets.load_state_dict``, ``j
 ``jaxnets.nn.Linear`` ... Nothing heavy happens at import time.
 """
 
-from jaxnets import nn, optim
+from jaxnets import interop, nn, optim
 from jaxnets.checkpoint import Checkpoint, CheckpointManager
 from jaxnets.core import (
     LeafInfo,
@@ -54,6 +54,7 @@ __all__ = [
     "compare",
     "flatten",
     "from_config",
+    "interop",
     "load",
     "load_state_dict",
     "nn",
