@@ -22,6 +22,7 @@ __all__ = [
     "to_numpy",
     "to_torch",
     "torch_problem",
+    "TORCH_ADVICE",
     "torch_dtype_name",
     "kind",
     "is_lossy",
@@ -46,6 +47,13 @@ _NATIVE = {
 # torch's float4_e2m1fn_x2 holds two float4 values per element, the first in the low 4 bits
 # (torch.testing's pack_uint4, as safetensors' F4); numpy sees one float4_e2m1fn per value.
 _FLOAT4_PACKED = "float4_e2m1fn_x2"
+
+
+# What to do about a tensor torch_problem refuses (said once, wherever it is refused).
+TORCH_ADVICE = (
+    "jaxnets reads dense arrays of the dtypes numpy and ml_dtypes have: save a dense copy "
+    "instead (t.to_dense(), t.dequantize(), t.to(torch.complex64), a nested tensor's components)"
+)
 
 
 def torch_problem(t: Any) -> str | None:
@@ -124,7 +132,9 @@ def to_torch(value: Any) -> Any:
     """
     import torch
 
-    arr = np.ascontiguousarray(value)
+    arr = np.asarray(value)
+    if not arr.flags.c_contiguous:  # (np.ascontiguousarray would make a scalar 1-D)
+        arr = arr.copy(order="C")
     name = dtype_name(arr.dtype)
     target = torch_dtype_name(arr.dtype)
     if target is None:

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.core.arrays import cast_problem, int_range_fits, is_lossy, kind, to_numpy, torch_problem
+from jaxnets.core.arrays import TORCH_ADVICE, cast_problem, int_range_fits, is_lossy, kind, to_numpy, torch_problem
 from jaxnets.core.model import is_model
 from jaxnets.core.remap import LoadHooks, Remapped, Rename, Transform
 from jaxnets.core.structure import LeafInfo, Mismatch, StructureReport, compare, hints, leaf_info
@@ -173,8 +173,7 @@ def _infos(flat: Mapping[str, Any]) -> dict[str, LeafInfo]:
                 bad.append(f"  {k}: {problem}")
     if bad:
         raise JaxnetsError(
-            "the state_dict holds torch tensors that are not dense arrays (jaxnets reads dense "
-            "tensors only; convert them, e.g. with .to_dense() or .dequantize()):\n" + "\n".join(bad),
+            f"the state_dict holds torch tensors jaxnets cannot read ({TORCH_ADVICE}):\n" + "\n".join(bad),
             path=bad[0].split(":")[0].strip(),
         )
     return {k: leaf_info(v) for k, v in flat.items()}
