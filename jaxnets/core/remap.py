@@ -169,9 +169,10 @@ class Remapped(Mapping[str, Any]):
         try:  # one trace for every key: 20,000 transformed keys cost one eval_shape, not 20,000
             shapes = jax.eval_shape(run, structs)
         except _TraceError as e:
+            cause = (str(e.cause).strip().splitlines() or [""])[0]
             raise ValueError(
                 f"the transform of {e.key!r} cannot run on an abstract array "
-                f"({type(e.cause).__name__}: {e.cause}); write it with jax.numpy or array methods "
+                f"({type(e.cause).__name__}: {cause}); write it with jax.numpy or array methods "
                 "(w.T, w.reshape(...), w.astype(...)) so its output shape is known without reading data."
             ) from e.cause
         out = {}
