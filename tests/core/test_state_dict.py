@@ -415,3 +415,22 @@ def test_in_memory_torch_tensors_that_are_not_dense_are_refused_by_key(kind):
     with pytest.raises(jaxnets.JaxnetsError, match=rf"w: a {kind} tensor") as info:
         jaxnets.load_state_dict({"w": jnp.zeros(3)}, {"w": t})
     assert info.value.path == "w"
+
+
+def test_the_documented_gpt2_pattern_covers_every_conv1d_weight_and_nothing_else():
+    """docs/saving_loading.md's transform for GPT-2, against transformers' own GPT2Model."""
+    import re
+    from pathlib import Path
+
+    transformers = pytest.importorskip("transformers")
+    from transformers.pytorch_utils import Conv1D
+
+    docs = (Path(__file__).parents[2] / "docs" / "saving_loading.md").read_text()
+    pattern = re.search(r'transform=\{r"([^"]+)": lambda w: w\.T\}', docs).group(1)
+    cfg = transformers.GPT2Config(n_layer=2, n_embd=8, n_head=2, n_positions=16, vocab_size=11)
+    gpt2 = transformers.GPT2Model(cfg)
+    conv = {f"{name}.weight" for name, m in gpt2.named_modules() if isinstance(m, Conv1D)}
+    assert len(conv) == 8
+    assert {k for k in gpt2.state_dict() if re.fullmatch(pattern, k)} == conv
+    square = [k for k in conv if gpt2.state_dict()[k].shape[0] == gpt2.state_dict()[k].shape[1]]
+    assert sorted(square) == sorted(k for k in conv if "attn.c_proj" in k)  # the ones no check sees
