@@ -18,10 +18,11 @@ read and transformed only when the loader asks for it.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 import jax
 
@@ -29,8 +30,8 @@ from jaxnets.core.structure import LeafInfo, dtype_name, jax_dtype
 
 __all__ = ["Rename", "Transform", "LoadHooks", "Remapped"]
 
-Rename = Union[Sequence[tuple[Union[str, "re.Pattern[str]"], Union[str, None]]], Callable[[str], Union[str, None]]]
-Transform = Union[Mapping[str, Callable[[Any], Any]], Callable[[str, Any], Any]]
+Rename: TypeAlias = Sequence[tuple[str | re.Pattern[str], str | None]] | Callable[[str], str | None]
+Transform: TypeAlias = Mapping[str, Callable[[Any], Any]] | Callable[[str, Any], Any]
 # prepare(key, stored value, stored dtype, dtype) -> an owned jax array of dtype (the loader's
 # checked cast).
 Prepare = Callable[[str, Any, str, str], Any]
@@ -97,17 +98,11 @@ class LoadHooks:
             if self.strip_prefix and old.startswith(self.strip_prefix):
                 k = old[len(self.strip_prefix) :]
             if callable(self.rename):
-                k = self.rename(k)
+                k = self.rename(old if k is None else k)
                 if k is not None and not isinstance(k, str):
                     raise TypeError(f"rename({old!r}) returned {k!r}; it must return a str or None.")
             elif rules is not None:
-                for pattern, replacement in rules:
-                    if replacement is None:
-                        if pattern.search(k):
-                            k = None
-                            break
-                    else:
-                        k = pattern.sub(replacement, k)
+                k = _apply_rules(rules, old if k is None else k)
             if k is None:
                 continue
             k = self.prefix + k
@@ -115,6 +110,16 @@ class LoadHooks:
                 raise ValueError(f"the stored keys {out[k]!r} and {old!r} both map to {k!r}; fix rename/prefix.")
             out[k] = old
         return out
+
+
+def _apply_rules(rules: list[tuple[re.Pattern[str], str | None]], key: str) -> str | None:
+    for pattern, replacement in rules:
+        if replacement is None:
+            if pattern.search(key):
+                return None
+        else:
+            key = pattern.sub(replacement, key)
+    return key
 
 
 class _TraceError(Exception):
@@ -137,6 +142,7 @@ class Remapped(Mapping[str, Any]):
         self._prepare = prepare
         self._names = hooks.map_keys(list(infos))
         self._fns = _transforms(hooks.transform, list(self._names))
+        self._keyed = callable(hooks.transform) and not isinstance(hooks.transform, Mapping)
         self.precasts: list[tuple[str, str, str]] = []
         stored = {new: infos[old] for new, old in self._names.items()}
         self._stored = stored
@@ -155,7 +161,15 @@ class Remapped(Mapping[str, Any]):
     def _transformed_infos(self, stored: Mapping[str, LeafInfo]) -> dict[str, LeafInfo]:
         if not self._fns:
             return {}
-        structs = {k: jax.ShapeDtypeStruct(stored[k].shape, jax_dtype(self._inputs[k])) for k in self._fns}
+        # A {pattern: fn(array)} transform cannot depend on the key: keys of one function, shape
+        # and dtype share one trace (GPT-2's 48 Conv1D weights: 4 traces). fn(key, array) may
+        # depend on the key: one trace per key, all in one eval_shape.
+        groups: dict[Any, list[str]] = {}
+        for k, fn in self._fns.items():
+            group = (k if self._keyed else id(fn), stored[k].shape, self._inputs[k])
+            groups.setdefault(group, []).append(k)
+        firsts = [ks[0] for ks in groups.values()]
+        structs = {k: jax.ShapeDtypeStruct(stored[k].shape, jax_dtype(self._inputs[k])) for k in firsts}
 
         def run(arrays: dict[str, Any]) -> dict[str, Any]:
             out = {}
@@ -176,10 +190,12 @@ class Remapped(Mapping[str, Any]):
                 "(w.T, w.reshape(...), w.astype(...)) so its output shape is known without reading data."
             ) from e.cause
         out = {}
-        for k, s in shapes.items():
+        for ks in groups.values():
+            s = shapes[ks[0]]
             if not hasattr(s, "shape") or not hasattr(s, "dtype"):
-                raise ValueError(f"the transform of {k!r} returned {s!r}, not one array.")
-            out[k] = LeafInfo(tuple(s.shape), dtype_name(s.dtype))
+                raise ValueError(f"the transform of {ks[0]!r} returned {s!r}, not one array.")
+            info = LeafInfo(tuple(s.shape), dtype_name(s.dtype))
+            out.update(dict.fromkeys(ks, info))
         return out
 
     def infos(self) -> dict[str, LeafInfo]:
@@ -225,8 +241,8 @@ def _transforms(transform: Transform | None, keys: list[str]) -> dict[str, Calla
     if transform is None:
         return {}
     if callable(transform) and not isinstance(transform, Mapping):
-        fn = transform
-        return {k: (lambda x, k=k: fn(k, x)) for k in keys}
+        fn: Callable[[str, Any], Any] = transform
+        return {k: functools.partial(fn, k) for k in keys}
     patterns = [(p, re.compile(p), f) for p, f in transform.items()]
     used: set[str] = set()
     out: dict[str, Callable[[Any], Any]] = {}

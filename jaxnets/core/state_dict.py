@@ -17,7 +17,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.core.arrays import TORCH_ADVICE, cast_problem, int_range_fits, is_lossy, kind, to_numpy, torch_problem
+from jaxnets.core.arrays import (
+    TORCH_ADVICE,
+    cast_problem,
+    int_range_fits,
+    is_lossy,
+    kind,
+    to_numpy,
+    torch_problem,
+)
 from jaxnets.core.model import is_model
 from jaxnets.core.remap import LoadHooks, Remapped, Rename, Transform
 from jaxnets.core.structure import LeafInfo, Mismatch, StructureReport, compare, hints, leaf_info
@@ -196,7 +204,7 @@ def _owned(value: Any, src: str, dtype: str, *, copy: bool) -> jax.Array:
     if problem is not None:
         raise _CastError(f"{src} {problem}")
     if isinstance(value, jax.Array):
-        return jnp.asarray(value, dtype=dtype)
+        return value if value.dtype == dtype else jnp.asarray(value, dtype=dtype)
     arr = to_numpy(value)
     if copy or arr.dtype != jnp.dtype(dtype):
         arr = np.array(arr, dtype=dtype, copy=True)

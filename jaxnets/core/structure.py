@@ -276,8 +276,9 @@ def hints(report: StructureReport, expected_keys: Iterable[str]) -> tuple[str, .
             for p in _dot_prefixes(u):
                 if u[len(p) :] in expected:
                     counts[p] = counts.get(p, 0) + 1
-        p = _best(counts)
-        if p is not None and not any(k.startswith(p) for k in expected):
+        best = _best(counts)
+        if best is not None and not any(k.startswith(best) for k in expected):
+            p = best
             under = [u for u in unexpected if u.startswith(p) and u[len(p) :] in expected]
             taken = set(under)
             rest = [u for u in unexpected if u not in taken]
@@ -299,8 +300,9 @@ def hints(report: StructureReport, expected_keys: Iterable[str]) -> tuple[str, .
             for p in _dot_prefixes(m):
                 if m[len(p) :] in given:
                     counts[p] = counts.get(p, 0) + 1
-        p = _best(counts)
-        if p is not None and all(p + u in missing for u in unexpected):
+        best = _best(counts)
+        if best is not None and all(best + u in missing for u in unexpected):
+            p = best
             out.append(f"every unexpected key is a key of the model without its prefix {p!r}: "
                        f"pass prefix={p!r}.")
     transposed = [m.path for m in report.shape_mismatch if len(m.got) == 2 and tuple(m.got) == tuple(m.expected)[::-1]]

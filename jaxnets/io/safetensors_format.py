@@ -14,6 +14,7 @@ has them all.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import struct
@@ -139,10 +140,10 @@ def read_header(path: str | os.PathLike[str]) -> Header:
         raise _bad(path, "__metadata__ is not a map of strings")
     data_len = size - 8 - n
     entries: dict[str, Entry] = {}
-    for key, e in doc.items():
-        if not isinstance(e, dict) or set(e) != {"dtype", "shape", "data_offsets"}:
+    for key, spec in doc.items():
+        if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "data_offsets"}:
             raise _bad(path, f"entry {key!r} is not {{dtype, shape, data_offsets}}", key)
-        code, shape, offsets = e["dtype"], e["shape"], e["data_offsets"]
+        code, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
         if not isinstance(code, str) or code not in DTYPES:
             raise _bad(path, f"{key!r} has dtype {code!r}, which safetensors does not define", key)
         if (
@@ -162,17 +163,19 @@ def read_header(path: str | os.PathLike[str]) -> Header:
         entries[key] = Entry(code, tuple(shape), begin, end)
     # The data section is tiled exactly: no holes (hidden payloads) and no overlaps.
     at = 0
-    for key, e in sorted(entries.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
-        if e.begin != at:
-            raise _bad(path, f"{key!r} starts at byte {e.begin} of the data, expected {at} (a hole or an overlap)", key)
-        at = e.end
+    for key, entry in sorted(entries.items(), key=lambda kv: (kv[1].begin, kv[1].end)):
+        if entry.begin != at:
+            raise _bad(path, f"{key!r} starts at byte {entry.begin} of the data, expected {at} (a hole or an overlap)", key)
+        at = entry.end
     if at != data_len:
         raise _bad(path, f"{data_len - at} bytes after the last tensor")
     return Header(path, entries, dict(meta), 8 + n)
 
 
-def read_tensor(header: Header, key: str) -> np.ndarray:
+def read_tensor(header: Header, key: str, f: io.BufferedReader | None = None) -> np.ndarray:
     """One tensor as a new numpy array (float8/float4/bfloat16 as ml_dtypes types).
+
+    ``f``: the file, open for reading, to reuse between tensors (opened here when None).
 
     Raises:
       KeyError: no such key. FileFormatError: the file changed or F6 (no agreed bit layout).
@@ -185,9 +188,13 @@ def read_tensor(header: Header, key: str) -> np.ndarray:
             file=header.path, path=key,
         )
     buf = np.empty(e.end - e.begin, np.uint8)
-    with open(header.path, "rb") as f:
+    if f is None:
+        with open(header.path, "rb") as own:
+            own.seek(header.data_start + e.begin)
+            got = own.readinto(buf.data)
+    else:
         f.seek(header.data_start + e.begin)
-        got = f.readinto(memoryview(buf))
+        got = f.readinto(buf.data)
     if got != buf.size:
         raise FileFormatError(f"{header.path}: truncated while reading {key!r}.", file=header.path, path=key)
     if e.code == "F4":

@@ -22,6 +22,7 @@ here (checkpoints sit above io); the CLI adds it.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import pickle
@@ -118,6 +119,7 @@ class SafetensorsSource(Source):
     def __init__(self, path: str | os.PathLike[str]):
         super().__init__(path)
         self._header = st.read_header(self.path)
+        self._file: io.BufferedReader | None = None  # opened at the first read, kept until close()
 
     def infos(self) -> dict[str, LeafInfo]:
         entries = self._header.entries
@@ -129,11 +131,18 @@ class SafetensorsSource(Source):
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._header.entries:
             raise KeyError(f"{self.path}: no entry {key!r}")
-        return st.read_tensor(self._header, key)
+        if self._file is None:
+            self._file = open(self.path, "rb")  # noqa: SIM115  (closed by close())
+        return st.read_tensor(self._header, key, self._file)
 
     @property
     def metadata(self) -> dict[str, Any]:
         return {k: v for k, v in self._header.metadata.items() if k != st.ORDER_KEY}
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class ShardedSource(Source):
