@@ -7,6 +7,7 @@ otherwise; checkpoints sit above io, so only the CLI knows both.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -25,6 +26,8 @@ def open_source(path: str | os.PathLike[str]) -> Source:
       JaxnetsError: the file is not of the format its name says, or not a checkpoint.
     """
     p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(errno.ENOENT, "no such file or directory", str(p))
     if p.is_dir() and model_folder_file(p) is None:
         return CheckpointSource(p)
     return open_file_source(p)

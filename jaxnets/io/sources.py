@@ -21,7 +21,6 @@ here (checkpoints sit above io); the CLI adds it.
 
 from __future__ import annotations
 
-import errno
 import io
 import json
 import os
@@ -412,14 +411,13 @@ def open_source(path: str | os.PathLike[str]) -> Source:
     """The :class:`Source` for ``path``, chosen by its name (see the module docstring).
 
     Raises:
-      FileNotFoundError: nothing at ``path``.
+      FileNotFoundError: nothing at a ``.safetensors`` or PyTorch path (a missing jaxnets file is
+        the :class:`FileFormatError` of :func:`jaxnets.open`).
       FileFormatError: the file is not of the format its name says, or a folder that is not a
         Hugging Face model folder.
       JaxnetsError: a PyTorch file without torch installed.
     """
     p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(errno.ENOENT, "no such file or directory", str(p))
     if p.is_dir():
         found = model_folder_file(p)
         if found is None:
