@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("inspect", help="show what a model file or checkpoint holds (headers only)")
-    p.add_argument("path", help="a model file (.jnet), .safetensors, .pt/.pth, or a checkpoint directory")
+    p.add_argument("path", help="a model file (.jnet), .safetensors, .pt/.pth/.bin, a Hugging Face model folder, or a checkpoint directory")
     p.add_argument("--step", type=int, default=None, help="checkpoint step to show in detail (default: latest)")
     p.add_argument("--max-keys", type=int, default=200, help="list at most this many keys (default 200; 0: all)")
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from jaxnets.cli.sources import Source
 from jaxnets.core.structure import LeafInfo
 from jaxnets.core.tree import split_key
 from jaxnets.errors import CheckpointError
+from jaxnets.io.sources import Source
 
 __all__ = ["CheckpointSource"]
 

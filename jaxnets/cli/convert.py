@@ -1,37 +1,54 @@
 """``jaxnets convert SRC DST``: tensors between jaxnets files, safetensors and PyTorch state_dicts.
 
-The output format follows DST's suffix: ``.safetensors``, ``.pt``/``.pth`` (a ``torch.save``-d
-dict of tensors, loadable with ``torch.load(weights_only=True)``), anything else a jaxnets
-state_dict file. Every dtype is carried bit for bit; bfloat16 moves through ``ml_dtypes`` on the
-numpy side and a 16-bit view on the torch side, never through float32.
+The output format follows DST's suffix: ``.safetensors``, ``.pt``/``.pth``/``.bin`` (a
+``torch.save``-d dict of tensors, loadable with ``torch.load(weights_only=True)``), anything else
+a jaxnets state_dict file. Every dtype is carried bit for bit (bfloat16, float8 and float4
+through ml_dtypes on the numpy side and an integer view on the torch side, never through
+float32); an entry the target format cannot hold (int4 or complex128 in safetensors, a PRNG key
+outside jaxnets files) is an error naming it, before anything is written.
 """
 
 from __future__ import annotations
 
-import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from jaxnets.cli.inspect import format_bytes
-from jaxnets.cli.sources import ORDER_KEY, kind_of, open_source
+from jaxnets.cli.sources import open_source
+from jaxnets.core.arrays import to_torch, torch_dtype_name
 from jaxnets.errors import FileFormatError, JaxnetsError
+from jaxnets.io import safetensors_format
+from jaxnets.io.sources import kind_of
 
-__all__ = ["convert", "to_torch"]
+__all__ = ["convert"]
 
 
-def to_torch(value: np.ndarray) -> Any:
-    """A numpy array as a torch tensor of the same dtype, bfloat16 included (bit for bit)."""
-    import torch
-
-    arr = np.require(value, requirements="C")
-    if arr.dtype.name == "bfloat16":
-        return torch.from_numpy(arr.view(np.int16).copy()).view(torch.bfloat16)
-    if arr.dtype.kind not in "biufc":
-        raise JaxnetsError(f"dtype {arr.dtype.name} has no PyTorch equivalent the converter supports.")
-    return torch.from_numpy(arr.copy())
+def _save_torch(path: Path, flat: dict[str, Any]) -> None:
+    try:
+        import torch
+    except ImportError as e:
+        raise JaxnetsError("writing PyTorch files needs torch; pip install torch.") from e
+    bad = [f"{k!r} ({v.dtype})" for k, v in flat.items() if torch_dtype_name(v.dtype) is None]
+    bad += [f"{k!r} (float4 with an odd last dim {v.shape[-1:]})" for k, v in flat.items()
+            if torch_dtype_name(v.dtype) == "float4_e2m1fn_x2" and (v.ndim == 0 or v.shape[-1] % 2)]
+    if bad:
+        raise JaxnetsError(
+            f"{path}: PyTorch has no dtype for {bad[0]}" + (f" (nor {', '.join(bad[1:])})" if len(bad) > 1 else "")
+            + "; cast the entry, or write a jaxnets file.",
+            file=str(path), path=bad[0].split("'")[1],
+        )
+    tensors = {k: to_torch(v) for k, v in flat.items()}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
+    os.close(fd)
+    try:
+        torch.save(tensors, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, force: bool = False) -> int:
@@ -40,14 +57,17 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, force: 
     Raises:
       FileNotFoundError: ``src`` does not exist.
       FileExistsError: ``dst`` exists and ``force`` is False.
-      JaxnetsError: ``src`` is unreadable, or ``dst`` names a checkpoint directory.
+      JaxnetsError: ``src`` is unreadable, ``dst`` names a directory, or an entry's dtype has
+        no equivalent in DST's format (naming the key and the dtype).
     """
     dst_path = Path(dst)
+    if dst_path.is_dir():
+        raise JaxnetsError(f"{dst}: convert writes files, not directories.", file=os.fspath(dst))
     if dst_path.exists() and not force:
         raise FileExistsError(17, "already exists; pass --force to overwrite", str(dst_path))
-    kind = kind_of(dst_path) if not dst_path.is_dir() else "checkpoint"
-    if kind == "checkpoint":
-        raise JaxnetsError(f"{dst}: convert writes files, not checkpoint directories.", file=os.fspath(dst))
+    kind = kind_of(dst_path)
+    if dst_path.name.lower().endswith(".index.json"):
+        raise JaxnetsError(f"{dst}: convert writes one file, not a sharded folder.", file=os.fspath(dst))
     source = open_source(src)
     try:
         keys = [k for k, i in source.infos().items() if i.dtype.startswith("key<")]
@@ -57,20 +77,13 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, force: 
                 "cannot hold; convert to a jaxnets file instead, or drop the keys first.",
                 file=os.fspath(src), path=keys[0],
             )
-        flat = {k: source.value(k) for k in source.keys()}
+        flat = {k: source[k] for k in source}
         if not flat:
             raise FileFormatError(f"{src}: holds no tensors to convert.", file=os.fspath(src))
         if kind == "safetensors":
-            import safetensors.numpy
-
-            safetensors.numpy.save_file({k: np.require(v, requirements="C") for k, v in flat.items()}, os.fspath(dst_path),
-                                        metadata={"format": "pt", ORDER_KEY: json.dumps(list(flat))})
+            safetensors_format.write(dst_path, flat, {"format": "pt"})
         elif kind == "torch":
-            try:
-                import torch
-            except ImportError as e:
-                raise JaxnetsError("writing PyTorch files needs torch; pip install torch.") from e
-            torch.save({k: to_torch(v) for k, v in flat.items()}, os.fspath(dst_path))
+            _save_torch(dst_path, flat)
         else:
             from jaxnets.io import save_state_dict
 

@@ -10,9 +10,8 @@ import os
 
 import numpy as np
 
-from jaxnets.cli.inspect import _shape
-from jaxnets.cli.sources import open_source
-from jaxnets.core.structure import compare
+from jaxnets.cli.sources import Source, open_source
+from jaxnets.core.structure import compare, format_shape
 
 __all__ = ["diff_paths", "max_abs_diff"]
 
@@ -29,6 +28,16 @@ def max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.nanmax(np.where(np.isnan(d), np.inf, d)))
 
 
+def _raw(src: Source, key: str) -> np.ndarray:
+    """One entry as numpy; a typed PRNG key array as its raw key data (compared bit for bit)."""
+    value = src[key]
+    if not isinstance(value, np.ndarray):
+        import jax
+
+        return np.asarray(jax.random.key_data(value))
+    return value
+
+
 def diff_paths(a: str | os.PathLike[str], b: str | os.PathLike[str], *, atol: float = 0.0) -> int:
     """Prints the differences between the tensors of ``a`` and ``b``.
 
@@ -38,7 +47,12 @@ def diff_paths(a: str | os.PathLike[str], b: str | os.PathLike[str], *, atol: fl
     Raises:
       FileNotFoundError, JaxnetsError: a path is missing or not a readable file.
     """
-    src_a, src_b = open_source(a), open_source(b)
+    src_a = open_source(a)
+    try:
+        src_b = open_source(b)
+    except BaseException:
+        src_a.close()
+        raise
     try:
         ia, ib = src_a.infos(), src_b.infos()
         report = compare(ia, ib)
@@ -47,15 +61,15 @@ def diff_paths(a: str | os.PathLike[str], b: str | os.PathLike[str], *, atol: fl
         if report.missing:
             print(f"\nremoved (in A, not in B): {len(report.missing)}")
             for k in report.missing:
-                print(f"  - {k}  {_shape(ia[k].shape)} {ia[k].dtype}")
+                print(f"  - {k}  {format_shape(ia[k].shape)} {ia[k].dtype}")
         if report.unexpected:
             print(f"\nadded (in B, not in A): {len(report.unexpected)}")
             for k in report.unexpected:
-                print(f"  + {k}  {_shape(ib[k].shape)} {ib[k].dtype}")
+                print(f"  + {k}  {format_shape(ib[k].shape)} {ib[k].dtype}")
         if report.shape_mismatch:
             print(f"\nshape changed: {len(report.shape_mismatch)}")
             for m in report.shape_mismatch:
-                print(f"  ~ {m.path}  {_shape(m.expected)} -> {_shape(m.got)}")
+                print(f"  ~ {m.path}  {format_shape(m.expected)} -> {format_shape(m.got)}")
         if report.dtype_mismatch:
             print(f"\ndtype changed: {len(report.dtype_mismatch)}")
             for m in report.dtype_mismatch:
@@ -65,7 +79,7 @@ def diff_paths(a: str | os.PathLike[str], b: str | os.PathLike[str], *, atol: fl
         common = [k for k in ia if k in ib and k not in misshapen]
         changed: list[tuple[str, float]] = []
         for k in common:  # one pair of tensors in memory at a time
-            d = max_abs_diff(src_a[k], src_b[k])
+            d = max_abs_diff(_raw(src_a, k), _raw(src_b, k))
             if d > atol:
                 changed.append((k, d))
         print(f"\nvalues: {len(common) - len(changed)} of {len(common)} common tensors equal"

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from jaxnets.cli.sources import Source, open_source
-from jaxnets.core.structure import LeafInfo
+from jaxnets.core.structure import LeafInfo, format_shape, jax_dtype
 from jaxnets.core.tree import split_key
 
 __all__ = ["inspect_path", "format_config", "format_bytes", "nbytes", "key_table", "module_table"]
@@ -30,35 +30,21 @@ def format_bytes(n: float) -> str:
 
 
 def _itemsize(dtype: str) -> int:
-    if dtype.startswith("key<") and dtype.endswith(">"):  # a typed PRNG key: the size of its key data
+    try:
+        jdt = jax_dtype(dtype)
+    except TypeError:
+        return 0  # an opaque dtype this jax does not know (safetensors' float6)
+    if dtype.startswith("key<"):  # a typed PRNG key: the size of its key data
         import jax
 
-        for impl in ("threefry2x32", "rbg", "unsafe_rbg", "philox4x32", "philox2x32", "threefry4x32"):
-            try:
-                key = jax.random.key(0, impl=impl)
-            except (ValueError, TypeError):
-                continue
-            if str(key.dtype) == dtype:
-                return int(jax.random.key_data(key).nbytes)
-        return 0
-    try:
-        return np.dtype(dtype).itemsize
-    except TypeError:
-        import jax.numpy as jnp  # bfloat16, float8_*, int4 live in ml_dtypes, known to jax
-
-        try:
-            return jnp.dtype(dtype).itemsize
-        except TypeError:
-            return 0  # an opaque dtype this jax does not know
+        data = jax.eval_shape(jax.random.key_data, jax.ShapeDtypeStruct((), jdt))
+        return int(np.prod(data.shape, dtype=np.int64)) * data.dtype.itemsize
+    return int(jdt.itemsize)
 
 
 def nbytes(info: LeafInfo) -> int:
     """Bytes of the array an entry describes."""
     return int(np.prod(info.shape, dtype=np.int64)) * _itemsize(info.dtype)
-
-
-def _shape(shape: tuple[int, ...]) -> str:
-    return "(" + ", ".join(map(str, shape)) + (",)" if len(shape) == 1 else ")")
 
 
 def key_table(infos: Mapping[str, LeafInfo], max_keys: int = 0) -> list[str]:
@@ -68,9 +54,9 @@ def key_table(infos: Mapping[str, LeafInfo], max_keys: int = 0) -> list[str]:
     items = list(infos.items())
     shown = items if max_keys <= 0 else items[:max_keys]
     kw = max(len(k) for k, _ in shown)
-    sw = max(len(_shape(i.shape)) for _, i in shown)
+    sw = max(len(format_shape(i.shape)) for _, i in shown)
     dw = max(len(i.dtype) for _, i in shown)
-    lines = [f"  {k:<{kw}}  {_shape(i.shape):<{sw}}  {i.dtype:<{dw}}  {format_bytes(nbytes(i)):>10}" for k, i in shown]
+    lines = [f"  {k:<{kw}}  {format_shape(i.shape):<{sw}}  {i.dtype:<{dw}}  {format_bytes(nbytes(i)):>10}" for k, i in shown]
     if len(shown) < len(items):
         lines.append(f"  ... and {len(items) - len(shown)} more (--max-keys 0 lists all)")
     return lines

@@ -6,6 +6,7 @@ parameters and buffers do: ``bn.weight`` lives in params, ``bn.running_mean`` in
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import warnings
@@ -16,8 +17,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxnets.core.arrays import (
+    TORCH_ADVICE,
+    cast_problem,
+    int_range_fits,
+    is_lossy,
+    kind,
+    to_numpy,
+    torch_problem,
+)
 from jaxnets.core.model import is_model
-from jaxnets.core.structure import LeafInfo, StructureReport, compare, leaf_info
+from jaxnets.core.remap import LoadHooks, Remapped, Rename, Transform
+from jaxnets.core.structure import LeafInfo, Mismatch, StructureReport, compare, hints, leaf_info
 from jaxnets.core.tree import _children, flatten, map_with_keys
 from jaxnets.errors import JaxnetsError, JaxnetsWarning, StateDictError
 
@@ -87,26 +98,6 @@ def model_order(model: Any) -> tuple[str, ...]:
         return _model_order(model)
 
 
-def to_numpy(value: Any) -> Any:
-    """A state_dict value as a numpy array (torch tensors included, bfloat16 exactly).
-
-    Typed PRNG key arrays stay jax arrays: numpy has no dtype for them.
-    """
-    if isinstance(value, jax.Array):
-        if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-            return value
-        return np.asarray(value)
-    if type(value).__module__.startswith("torch"):
-        t = value.detach().cpu()
-        if str(t.dtype) == "torch.bfloat16":  # numpy has no bfloat16: move the bits exactly
-            import ml_dtypes
-            import torch
-
-            return t.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-        return t.numpy()
-    return np.asarray(value)
-
-
 def state_dict(params: Any, state: Any = None, *, model: Any = None) -> dict[str, Any]:
     """Flattens params (and buffers) into a PyTorch-style state_dict.
 
@@ -172,42 +163,140 @@ def _expected(target: Any, template: Any, model: bool) -> dict[str, LeafInfo]:
     return {k: leaf_info(flat[k]) for k in order + [k for k in flat if k not in seen]}
 
 
+
 def _infos(flat: Mapping[str, Any]) -> dict[str, LeafInfo]:
-    infos = getattr(flat, "infos", None)  # lazy file readers describe entries without reading
+    """Every entry's shape and dtype; a lazy file reader answers from its headers alone.
+
+    Raises:
+      JaxnetsError: torch tensors that are not dense arrays (sparse, nested, quantized), by key.
+    """
+    infos = getattr(flat, "infos", None)
     if callable(infos):
         return dict(infos())
+    bad = []
+    for k, v in flat.items():
+        if type(v).__module__.startswith("torch"):
+            problem = torch_problem(v)
+            if problem is not None:
+                bad.append(f"  {k}: {problem}")
+    if bad:
+        raise JaxnetsError(
+            f"the state_dict holds torch tensors jaxnets cannot read ({TORCH_ADVICE}):\n" + "\n".join(bad),
+            path=bad[0].split(":")[0].strip(),
+        )
     return {k: leaf_info(v) for k, v in flat.items()}
 
 
-def check_state_dict(target: Any, source: Any) -> StructureReport:
-    """Compares a state_dict with a model or template without loading anything.
+class _CastError(Exception):
+    """A value that its cast would wrap around (caught and reported by key)."""
+
+
+def _owned(value: Any, src: str, dtype: str, *, copy: bool) -> jax.Array:
+    """``value`` (of dtype ``src``) as a jax array of ``dtype`` sharing no memory the caller can change.
+
+    numpy arrays, torch tensors and other buffers are copied (jax on CPU may otherwise alias
+    them, and an in-place update on the caller's side, e.g. ``optimizer.step()``, would change
+    the loaded params); jax arrays are immutable and kept; arrays a file reader made are owned
+    by it (``copy=False``). Casts follow PyTorch's ``copy_`` except that an integer overflow is
+    refused (``_CastError``), never wrapped around.
+    """
+    problem = cast_problem(value, src, dtype)
+    if problem is not None:
+        raise _CastError(f"{src} {problem}")
+    if isinstance(value, jax.Array):
+        return value if value.dtype == dtype else jnp.asarray(value, dtype=dtype)
+    arr = to_numpy(value)
+    if copy or arr.dtype != jnp.dtype(dtype):
+        arr = np.array(arr, dtype=dtype, copy=True)
+    return jnp.asarray(arr)
+
+
+def _open(source: Any, hooks: LoadHooks) -> tuple[Mapping[str, Any], dict[str, LeafInfo], str | None]:
+    """(flat mapping seen through the hooks, its infos, file path or None)."""
+    file = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    flat = _as_flat(source)
+    try:
+        infos = _infos(flat)
+        if not hooks.active:
+            return flat, infos, file
+
+        def prepare(key: str, value: Any, src: str, dtype: str) -> Any:
+            if src.startswith("key<"):
+                return value
+            try:
+                return _owned(value, src, dtype, copy=file is None)
+            except _CastError as e:
+                raise _CastError(f"{key}: {e}") from None
+
+        remapped = Remapped(flat, infos, hooks, prepare)
+        return remapped, remapped.infos(), file
+    except BaseException:
+        _close(flat)
+        raise
+
+
+def _checked_report(
+    expected: dict[str, LeafInfo], flat: Mapping[str, Any], got: dict[str, LeafInfo]
+) -> tuple[StructureReport, dict[str, str]]:
+    """The structure report with its hints, and ``{key: why}`` of integers out of the model's range.
+
+    An integer entry of another integer dtype whose values the model's dtype holds exactly (torch's
+    int64 ``num_batches_tracked`` into int32) is not a dtype difference; one whose values do not
+    fit is listed in ``overflow`` (and stays mistyped). Only such narrowing integer entries are
+    read.
+    """
+    report = compare(expected, got)
+    casts = [Mismatch(k, dst, src) for k, src, dst in getattr(flat, "precasts", ())]
+    overflow: dict[str, str] = {}
+    kept: list[Mismatch] = []
+    for m in [*report.dtype_mismatch, *casts]:
+        if kind(m.got) in "iu" and kind(m.expected) in "iu":
+            if int_range_fits(m.got, m.expected):
+                continue
+            try:
+                problem = cast_problem(flat[m.path], m.got, m.expected)
+            except _CastError as e:  # raised by a transform's input cast, naming the key
+                text = str(e)
+                problem = text[len(m.path) + 2 :] if text.startswith(f"{m.path}: ") else text
+            if problem is None:
+                continue
+            overflow[m.path] = f"{m.got} {problem}"
+        kept.append(m)
+    report = dataclasses.replace(report, dtype_mismatch=tuple(kept))
+    return dataclasses.replace(report, hints=hints(report, expected)), overflow
+
+
+def check_state_dict(
+    target: Any,
+    source: Any,
+    *,
+    prefix: str = "",
+    strip_prefix: str = "",
+    rename: Rename | None = None,
+    transform: Transform | None = None,
+) -> StructureReport:
+    """Compares a state_dict with a model or template without loading it.
+
+    ``print(check_state_dict(model, path))`` shows every difference and hints at the options
+    that fix common ones (``strip_prefix="module."``, transposed weights).
 
     Args:
       target: a ``jaxnets.nn.Module`` or a template pytree (arrays or ``jax.ShapeDtypeStruct``).
-      source: a flat state_dict, a nested tree, or a file path.
+      source: a flat state_dict, a nested tree, or a file path (see :func:`load_state_dict`).
+      prefix, strip_prefix, rename, transform: as in :func:`load_state_dict`; the check sees
+        the mapped keys and the transformed shapes.
 
     Returns:
-      The :class:`~jaxnets.StructureReport` of every difference.
+      The :class:`~jaxnets.StructureReport` of every difference. Data is read only for integer
+      entries whose dtype is narrower in the model, to check that their values fit.
     """
+    hooks = LoadHooks(prefix, strip_prefix, rename, transform)
     template, model = _target_template(target)
-    flat = _as_flat(source)
+    flat, got, _ = _open(source, hooks)
     try:
-        return compare(_expected(target, template, model), _infos(flat))
+        return _checked_report(_expected(target, template, model), flat, got)[0]
     finally:
         _close(flat)
-
-
-_LOSSY_KINDS = {("f", "i"), ("f", "u"), ("f", "b"), ("c", "f"), ("c", "i"), ("c", "u")}
-
-
-def _is_lossy(src: str, dst: str) -> bool:
-    """Whether casting dtype ``src`` to ``dst`` can lose information PyTorch's copy_ drops silently."""
-    s, d = jnp.dtype(src), jnp.dtype(dst)
-    if (s.kind, d.kind) in _LOSSY_KINDS:
-        return True
-    if s.kind in "fc" and d.kind == s.kind:
-        return jnp.finfo(d).bits < jnp.finfo(s).bits or jnp.finfo(d).nmant < jnp.finfo(s).nmant
-    return False
 
 
 def load_state_dict(
@@ -217,36 +306,60 @@ def load_state_dict(
     strict: bool = True,
     dtypes: DtypePolicy = "cast",
     key: jax.Array | None = None,
+    prefix: str = "",
+    strip_prefix: str = "",
+    rename: Rename | None = None,
+    transform: Transform | None = None,
 ) -> Any:
     """Loads a state_dict into a model or template, checking every key, shape and dtype.
+
+    Keys are mapped and values transformed first (``strip_prefix``, ``rename``, ``prefix``, then
+    ``transform``), so the check compares the model with what will actually be loaded.
 
     Args:
       target: a ``jaxnets.nn.Module`` (returns ``(params, state)``) or a template pytree, e.g. an
         optax state from ``opt.init(params)`` or a tree of ``jax.ShapeDtypeStruct`` (returns the
         filled tree, with the template's container types: optax states stay NamedTuples).
       source: a flat state_dict (``{"fc1.weight": array}``; numpy, jax or torch tensors), a nested
-        tree, or the path of a jaxnets file.
+        tree, or a path: a jaxnets file, a ``.safetensors`` file, a Hugging Face model folder
+        (``model.safetensors``, or shards listed in ``model.safetensors.index.json``, read lazily)
+        or a PyTorch ``.pt``/``.pth``/``.bin`` state_dict (read with
+        ``torch.load(weights_only=True)``: never code from the file).
       strict: when True (default) any missing or unexpected key is an error. When False, what
         matches is loaded, the rest is reported in a :class:`~jaxnets.JaxnetsWarning`, and missing
         entries keep the model's fresh ``init`` values (or the template's concrete values).
       dtypes: ``"cast"`` (default) casts each value to the target's dtype as PyTorch's ``copy_``
-        does (e.g. int64 ``num_batches_tracked`` into int32) and warns about lossy casts
-        (narrowing floats, float to int); ``"error"`` makes every dtype difference an error.
+        does and warns about lossy casts (narrowing floats, float to int); ``"error"`` makes
+        every dtype difference an error. Either way an integer cast is exact or refused: int64
+        ``num_batches_tracked`` loads into int32 when its value fits, and a value that does not
+        fit is an error, never wrapped around.
       key: PRNG key for the ``init`` of missing entries with ``strict=False`` (default key 0).
+      prefix: added to every stored key (load a backbone's state_dict into ``model.backbone``).
+      strip_prefix: removed from the stored keys that start with it (``"module."``).
+      rename: ``[(pattern, replacement), ...]`` regex rules applied in order with ``re.sub``
+        (a ``None`` replacement drops the keys the pattern matches), or ``fn(key) -> key | None``.
+      transform: ``{key or regex of whole keys: fn(array) -> array}`` or ``fn(key, array)``,
+        applied by the mapped key, e.g. ``{r".*\\.c_attn\\.weight": lambda w: w.T}``. Written
+        with ``jax.numpy`` or array methods: the output shape is computed without data.
 
     Returns:
-      ``(params, state)`` for a model, the filled tree for a template; leaves are jax arrays.
+      ``(params, state)`` for a model, the filled tree for a template; leaves are jax arrays that
+      share no memory with the source.
 
     Raises:
-      StateDictError: listing every missing, unexpected (when strict), misshapen and (with
-        ``dtypes="error"``) mistyped entry at once, by path.
+      StateDictError: listing every missing, unexpected (when strict), misshapen, out-of-range and
+        (with ``dtypes="error"``) mistyped entry at once, by path, with hints.
+      FileFormatError: a file that is not valid in its format.
+      ValueError, TypeError: bad options (a transform pattern that matches no key, a rename that
+        maps two keys to one).
     """
     if dtypes not in ("cast", "error"):
         raise ValueError(f"dtypes must be 'cast' or 'error', got {dtypes!r}")
-    file = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
-    flat = _as_flat(source)
+    hooks = LoadHooks(prefix, strip_prefix, rename, transform)
+    template, model = _target_template(target)
+    flat, got, file = _open(source, hooks)
     try:
-        return _load(target, flat, file=file, strict=strict, dtypes=dtypes, key=key)
+        return _load(target, template, model, flat, got, file=file, strict=strict, dtypes=dtypes, key=key)
     finally:
         _close(flat)
 
@@ -257,64 +370,67 @@ def _close(flat: Mapping[str, Any]) -> None:
         close()
 
 
-def _owned(value: Any, dtype: str, *, copy: bool) -> jax.Array:
-    """``value`` as a jax array of ``dtype`` that shares no memory the caller can change.
-
-    numpy arrays, torch tensors and other buffers are copied (jax on CPU may otherwise alias
-    them, and an in-place update on the caller's side, e.g. ``optimizer.step()``, would change
-    the loaded params); jax arrays are immutable and kept; arrays a file reader made are owned
-    by it (``copy=False``).
-    """
-    if isinstance(value, jax.Array):
-        return jnp.asarray(value, dtype=dtype)
-    arr = to_numpy(value)
-    if copy or arr.dtype != jnp.dtype(dtype):
-        arr = np.array(arr, dtype=dtype, copy=True)
-    return jnp.asarray(arr)
+def _overflow_text(overflow: Mapping[str, str]) -> str:
+    return "  out of range (a cast would wrap these values around; PyTorch's copy_ would, jaxnets refuses):\n" + "\n".join(
+        f"    {k}: {why}" for k, why in overflow.items()
+    )
 
 
 def _load(
     target: Any,
+    template: Any,
+    model: bool,
     flat: Mapping[str, Any],
+    got_infos: dict[str, LeafInfo],
     *,
     file: str | None,
     strict: bool,
     dtypes: DtypePolicy,
     key: jax.Array | None,
 ) -> Any:
-    template, model = _target_template(target)
     expected = _expected(target, template, model)
-    report = compare(expected, _infos(flat))
+    report, overflow = _checked_report(expected, flat, got_infos)
     what = "the model" if model else "the template"
     got = file or "the state_dict"
 
     key_dtype = [m for m in report.dtype_mismatch if "key<" in m.expected or "key<" in m.got]
-    fatal = bool(report.shape_mismatch) or bool(key_dtype) or (dtypes == "error" and report.dtype_mismatch)
+    fatal = bool(report.shape_mismatch) or bool(key_dtype) or bool(overflow) or (dtypes == "error" and report.dtype_mismatch)
     if fatal or (strict and not report.keys_match):
-        shown = report if strict else StructureReport((), (), report.shape_mismatch, report.dtype_mismatch)
+        shown = report
+        if not strict:
+            shown = dataclasses.replace(report, missing=(), unexpected=())
+        if dtypes != "error" and not key_dtype:
+            shown = dataclasses.replace(shown, dtype_mismatch=tuple(m for m in shown.dtype_mismatch if m.path in overflow))
         hint = ""
-        if strict and not report.keys_match and not report.shape_mismatch:
+        if strict and not report.keys_match and not report.shape_mismatch and not report.hints:
             hint = "To load the entries that match and keep the rest of the model's values, pass strict=False."
-        raise StateDictError(
-            shown.format(expected=what, got=got, dtypes=dtypes == "error" or bool(key_dtype), hint=hint),
-            shown,
-            file=file,
-        )
+        listed = shown
+        if overflow:  # listed once, in their own section
+            listed = dataclasses.replace(shown, dtype_mismatch=tuple(m for m in shown.dtype_mismatch if m.path not in overflow))
+        if overflow and listed.keys_match and not listed.shape_mismatch and not (
+            (dtypes == "error" or key_dtype) and listed.dtype_mismatch
+        ):
+            text = f"{got} does not fit {what}: {len(overflow)} out of range"
+        else:
+            text = listed.format(expected=what, got=got, dtypes=dtypes == "error" or bool(key_dtype), hint=hint)
+        if overflow:
+            text += "\n" + _overflow_text(overflow)
+        raise StateDictError(text, shown, file=file)
 
-    lossy = [m for m in report.dtype_mismatch if _is_lossy(m.got, m.expected)]
+    lossy = [m for m in report.dtype_mismatch if is_lossy(m.got, m.expected)]
     if lossy:
         warnings.warn(
             f"{got}: lossy dtype casts while loading into {what} (pass dtypes='error' to refuse):\n"
             + "\n".join(f"  {m.path}: {m.got} -> {m.expected}" for m in lossy),
             JaxnetsWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     if report.missing or report.unexpected:
         warnings.warn(
             f"{got}: loaded with strict=False into {what}; "
-            + StructureReport(report.missing, report.unexpected).format(expected=what, got=got),
+            + StructureReport(report.missing, report.unexpected, hints=report.hints).format(expected=what, got=got),
             JaxnetsWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
 
     fallback: dict[str, Any] = {}
@@ -332,17 +448,29 @@ def _load(
                     file=file,
                 )
 
+    late: dict[str, str] = {}  # float -> int casts out of range, found when the data is read
+
     def fill(k: str, leaf: Any) -> Any:
-        if k in fallback and k not in flat:
+        if k in fallback and k not in got_infos:
             v = fallback[k]
-            return v if isinstance(v, jax.Array) else _owned(v, expected[k].dtype, copy=True)
-        value = flat[k]
+            return v if isinstance(v, jax.Array) else _owned(v, leaf_info(v).dtype, expected[k].dtype, copy=True)
         want = expected[k].dtype
-        if "key<" in want:
-            return value
-        return _owned(value, want, copy=file is None)
+        try:
+            value = flat[k]
+            if "key<" in want:
+                return value
+            return _owned(value, got_infos[k].dtype, want, copy=file is None)
+        except _CastError as e:
+            text = str(e)
+            late[k] = text[len(k) + 2 :] if text.startswith(f"{k}: ") else text
+            return leaf
 
     if model:
         params_t, state_t = template
-        return map_with_keys(fill, params_t), map_with_keys(fill, state_t)
-    return map_with_keys(fill, template)
+        out: Any = (map_with_keys(fill, params_t), map_with_keys(fill, state_t))
+    else:
+        out = map_with_keys(fill, template)
+    if late:
+        bad = StructureReport(dtype_mismatch=tuple(Mismatch(k, expected[k].dtype, got_infos[k].dtype) for k in late))
+        raise StateDictError(f"{got} does not fit {what}: {len(late)} out of range\n" + _overflow_text(late), bad, file=file)
+    return out

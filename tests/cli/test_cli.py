@@ -241,3 +241,106 @@ def test_convert_keeps_prng_keys_in_jaxnets_files_and_refuses_them_elsewhere(tmp
     with jaxnets.open(tmp_path / "copy.jnet") as f:
         assert f.infos()["rng"].dtype == "key<fry>"
         assert np.array_equal(jax.random.key_data(f["rng"]), jax.random.key_data(jax.random.key(7)))
+
+
+# --- foreign formats: float8, what a format cannot hold, refused torch files -----------------------
+@pytest.fixture(scope="module")
+def float8_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("f8")
+    sd = {
+        "q.weight": torch.tensor([[0.5, -1.75], [448.0, 0.0]]).to(torch.float8_e4m3fn),
+        "q.scale": torch.tensor([1.0, 0.25]).to(torch.float8_e8m0fnu),
+        "k.weight": torch.tensor([1.0, -57344.0]).to(torch.float8_e5m2),
+    }
+    safetensors_torch.save_file(sd, d / "f8.safetensors")
+    return d / "f8.safetensors"
+
+
+def test_inspect_and_diff_read_float8_safetensors(float8_file: Path) -> None:
+    r = cli("inspect", float8_file)
+    assert r.returncode == 0, r.stderr
+    assert "q.weight  (2, 2)  float8_e4m3fn" in r.stdout and "float8_e8m0fnu" in r.stdout and "float8_e5m2" in r.stdout
+    r = cli("diff", float8_file, float8_file)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.rstrip().endswith("identical")
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".jnet"])
+def test_convert_float8_to_every_format_reads_back_bit_for_bit(float8_file: Path, tmp_path: Path, suffix: str) -> None:
+    dst = tmp_path / f"out{suffix}"
+    r = cli("convert", float8_file, dst)
+    assert r.returncode == 0, r.stderr
+    want = safetensors_torch.load_file(float8_file)
+    if suffix == ".safetensors":
+        got = {k: v.view(torch.uint8).numpy() for k, v in safetensors_torch.load_file(dst).items()}
+    elif suffix == ".pt":
+        got = {k: v.view(torch.uint8).numpy() for k, v in torch.load(dst, weights_only=True).items()}
+    else:
+        with jaxnets.open(dst) as f:
+            got = {k: f[k].view(np.uint8) for k in f}
+    assert set(got) == set(want)
+    for k, t in want.items():
+        np.testing.assert_array_equal(got[k], t.view(torch.uint8).numpy(), err_msg=k)
+    r = cli("diff", float8_file, dst)
+    assert r.returncode == 0 and "identical" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize(
+    "value, dtype",
+    [(np.zeros(4, "int4"), "int4"), (np.zeros(2, np.complex128), "complex128")],
+)
+def test_convert_what_safetensors_cannot_hold_is_one_line_naming_key_and_dtype(tmp_path: Path, value, dtype: str) -> None:
+    import jax.numpy as jnp
+
+    src = tmp_path / "in.jnet"
+    arr = np.asarray(value, dtype=jnp.dtype(dtype)) if dtype == "int4" else value
+    jaxnets.save_state_dict(src, {"ok": np.ones(2, np.float32), "odd.weight": arr})
+    r = cli("convert", src, tmp_path / "out.safetensors")
+    assert r.returncode == 2, r.stdout
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr and "SafetensorError" not in r.stderr
+    assert f"safetensors cannot hold 'odd.weight' ({dtype})" in lines[0]
+    assert not (tmp_path / "out.safetensors").exists()
+
+
+def test_convert_int4_to_torch_is_refused_by_key(tmp_path: Path) -> None:
+    import jax.numpy as jnp
+
+    src = tmp_path / "in.jnet"
+    jaxnets.save_state_dict(src, {"odd": np.zeros(4, jnp.dtype("int4"))})
+    r = cli("convert", src, tmp_path / "out.pt")
+    assert r.returncode == 2 and "PyTorch has no dtype for 'odd' (int4)" in r.stderr, r.stderr
+    assert not (tmp_path / "out.pt").exists()
+
+
+@pytest.mark.parametrize("command", ["inspect", "diff", "convert"])
+def test_refused_torch_files_are_one_line_in_every_command(tmp_path: Path, command: str) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.save({"w": torch.eye(3).to_sparse()}, tmp_path / "sparse.pt")
+    torch.save({"w": torch.zeros(2), "opt": _Pickled()}, tmp_path / "obj.pth")
+    for name, message in (("sparse.pt", "'w' is a sparse tensor (torch.sparse_coo)"),
+                          ("obj.pth", "loading it needs code execution, which jaxnets never does")):
+        path = tmp_path / name
+        args = {"inspect": (path,), "diff": (path, path), "convert": (path, tmp_path / "o.safetensors")}[command]
+        r = cli(command, *args)
+        assert r.returncode == 2, r.stdout
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], r.stderr
+        assert "weights_only" not in r.stderr and "Warning" not in r.stderr
+
+
+class _Pickled:  # any Python object: torch's weights-only loader refuses to rebuild it
+    pass
+
+
+def test_inspect_a_sharded_hugging_face_folder(tmp_path: Path) -> None:
+    hub = pytest.importorskip("huggingface_hub")
+    tm = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Linear(32, 32), torch.nn.Linear(32, 4))
+    hub.save_torch_state_dict(tm.state_dict(), tmp_path, max_shard_size=3000)
+    r = cli("inspect", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0].startswith(f"{tmp_path}  (safetensors, 2 shards, ")
+    assert "1.weight  (32, 32)  float32" in r.stdout
