@@ -86,6 +86,10 @@ def test_batchnorm_errors():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         layer.apply(params, state, jnp.ones((1, 3)), train=True)
     with pytest.raises(ValueError, match=r"BatchNorm1d: expected input \(N, C\) or \(N, C, L\)"):
+        layer.apply(params, state, jnp.ones((2, 3, 4, 5)))
+    with pytest.raises(
+        ValueError, match=r"BatchNorm1d: expected input \(N, C\) with C = num_features = 3 on axis 1.*got shape \(2, 4\) with 4 there"
+    ):
         layer.apply(params, state, jnp.ones((2, 4)))
 
 
