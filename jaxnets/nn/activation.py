@@ -75,7 +75,8 @@ class PReLU(Module):
     """LeakyReLU with a learned slope, as ``torch.nn.PReLU(num_parameters=1, init=0.25)``.
 
     Params: ``weight (num_parameters,)``, filled with ``init``. With one parameter the slope is
-    shared; otherwise there is one per channel, on axis 1 (axis 0 for a 1-D input), as torch.
+    shared; otherwise there is one per channel, on axis 1, as torch (which also rejects 0-d and
+    1-d inputs then).
     Shapes: any -> same.
 
     Raises:
@@ -107,13 +108,12 @@ class PReLU(Module):
         if self.num_parameters == 1:
             slope = w.reshape((1,) * x.ndim)
         else:
-            axis = 1 if x.ndim >= 2 else 0
-            check(
-                x.ndim >= 1 and x.shape[axis] == self.num_parameters,
+            check(  # as torch: a 0-d or 1-d input has one channel
+                x.ndim >= 2 and x.shape[1] == self.num_parameters,
                 self,
-                f"expected {self.num_parameters} channels on axis {axis} of the input, got shape {x.shape}.",
+                f"expected {self.num_parameters} channels on axis 1 of the input, got shape {x.shape}.",
             )
-            slope = w.reshape((1,) * axis + (-1,) + (1,) * (x.ndim - axis - 1))
+            slope = w.reshape((1, -1) + (1,) * (x.ndim - 2))
         return jnp.where(x >= 0, x, slope.astype(x.dtype) * x), state
 
 

@@ -72,13 +72,17 @@ class Sequential(Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Sequential:
-        layers = config["layers"]  # a dict when named; a list/tuple (as 0.1 wrote) when numbered
-        return cls(layers) if isinstance(layers, Mapping) else cls(*layers)
+        layers, names = tuple(config["layers"]), config.get("names")  # 0.1 files have no names
+        if names is None:
+            return cls(*layers)
+        if len(names) != len(layers):
+            raise ValueError(f"Sequential: {len(names)} names for {len(layers)} layers in the config.")
+        return cls(dict(zip(names, layers)))
 
     def get_config(self) -> dict[str, Any]:
         if self.names is None:
             return {"layers": self.layers}
-        return {"layers": dict(zip(self.names, self.layers))}
+        return {"layers": self.layers, "names": self.names}
 
     def _keys(self) -> tuple[str, ...]:
         return self.names if self.names is not None else tuple(map(str, range(len(self.layers))))
