@@ -56,7 +56,7 @@ class _NormBase(Module):
     ) -> jax.Array:
         """``(x - mean) / sqrt(var + eps) * w + b``, folded into one scale and shift per channel
         (axis 1); ``mean``/``var`` are ``(C,)`` (BatchNorm) or ``(N, C)`` (InstanceNorm)."""
-        c, rest = self.num_features, (1,) * (x.ndim - 2)
+        c, rest = x.shape[1], (1,) * (x.ndim - 2)  # num_features, or not in torch's warning case
         stats = (mean.shape[0] if mean.ndim == 2 else 1, c) + rest
         scale = jax.lax.rsqrt(var.reshape(stats) + self.eps)
         if self.affine:
