@@ -167,7 +167,9 @@ def interpolate(
         )
     if antialias:
         raise ValueError("interpolate: antialias=True is not supported yet.")
-    sizes, scales = output_size(x, size, scale_factor, recompute_scale_factor or mode == "area")
+    if mode == "area" and size is None:  # torch: area pools to the size the factor gives
+        recompute_scale_factor = True
+    sizes, scales = output_size(x, size, scale_factor, recompute_scale_factor)
     for i, (out, scale) in enumerate(zip(sizes, scales)):
         axis = 2 + i
         if mode == "area":

@@ -95,6 +95,8 @@ class UpsamplingNearest2d(_FixedMode):
     """``Upsample(size, scale_factor, mode="nearest")`` on ``(N, C, H, W)``, as
     ``torch.nn.UpsamplingNearest2d`` (deprecated there in favour of Upsample)."""
 
+    __init__ = _FixedMode.__init__  # in the class body, so the dataclass machinery keeps it
+
 
 @register(name="nn.UpsamplingBilinear2d")
 class UpsamplingBilinear2d(_FixedMode):
@@ -103,6 +105,7 @@ class UpsamplingBilinear2d(_FixedMode):
 
     _mode: ClassVar[str] = "bilinear"
     _align_corners: ClassVar[bool | None] = True
+    __init__ = _FixedMode.__init__
 
 
 @register(name="nn.PixelShuffle")
