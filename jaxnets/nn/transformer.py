@@ -199,12 +199,16 @@ class Transformer(Module):
     def init(self, key: jax.Array) -> tuple[Params, State]:
         k_children, k_xavier = jax.random.split(key)
         params, state = super().init(k_children)
-        leaves, treedef = jax.tree.flatten(params)
-        keys = jax.random.split(k_xavier, max(len(leaves), 1))
-        leaves = [  # torch's _reset_parameters: xavier_uniform_ on every p with p.dim() > 1
-            initializers.xavier_uniform(k, p.shape) if p.ndim > 1 else p for p, k in zip(leaves, keys)
-        ]
-        return jax.tree.unflatten(treedef, leaves), state
+        counter = iter(range(1 << 30))
+
+        def xavier(tree: Any) -> Any:  # torch's _reset_parameters: every p with p.dim() > 1
+            if isinstance(tree, dict):  # rebuilt in place of jax.tree.map, which sorts dict keys
+                return {k: xavier(v) for k, v in tree.items()}
+            if tree.ndim > 1:
+                return initializers.xavier_uniform(jax.random.fold_in(k_xavier, next(counter)), tree.shape)
+            return tree
+
+        return xavier(params), state
 
     def apply(  # type: ignore[override]
         self, params: Params, state: State, src: Any, tgt: Any, *, src_mask: Any = None,
