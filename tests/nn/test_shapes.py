@@ -178,7 +178,7 @@ def test_sequence_layers_shapes_agree_with_docstrings():
         for train in (False, True):
             params, state = jax.eval_shape(layer.init, jax.random.key(0))
             out, _ = jax.eval_shape(
-                lambda p, s, x: layer.apply(p, s, x, train=train, key=jax.random.key(1)),
+                lambda p, s, x, layer=layer, train=train: layer.apply(p, s, x, train=train, key=jax.random.key(1)),
                 params, state, jax.ShapeDtypeStruct(in_shape, jnp.float32),
             )  # fmt: skip
             assert [v.shape for v in jax.tree.leaves(out)] == out_shapes, layer
