@@ -9,7 +9,7 @@ outputs past a sequence's length and ``h_n`` are those of the padded steps.
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,24 +24,31 @@ from jaxnets.nn.rnn_cell import GATES, Carry, affine, check_mode, init_weights, 
 __all__ = ["RNN", "LSTM", "GRU"]
 
 
+class _Args(NamedTuple):
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bias: bool
+    batch_first: bool
+    dropout: float
+    bidirectional: bool
+
+
 class _RNNBase(Module):
-    if TYPE_CHECKING:  # each class declares its fields in torch's positional order
-        input_size: int
-        hidden_size: int
-        num_layers: int
-        bias: bool
-        batch_first: bool
-        dropout: float
-        bidirectional: bool
+    """The scan shared by RNN, LSTM and GRU; each declares its fields in torch's order."""
+
+    def _args(self) -> _Args:
+        return _Args(*(getattr(self, f) for f in _Args._fields))
 
     def __post_init__(self) -> None:
-        check(self.hidden_size > 0, self, f"hidden_size must be positive, got {self.hidden_size}.")
-        check(self.num_layers > 0, self, f"num_layers must be positive, got {self.num_layers}.")
-        check(0.0 <= self.dropout <= 1.0, self, f"dropout must be in [0, 1], got {self.dropout}.")
+        a = self._args()
+        check(a.hidden_size > 0, self, f"hidden_size must be positive, got {a.hidden_size}.")
+        check(a.num_layers > 0, self, f"num_layers must be positive, got {a.num_layers}.")
+        check(0.0 <= a.dropout <= 1.0, self, f"dropout must be in [0, 1], got {a.dropout}.")
         self.mode()  # checks RNN's nonlinearity
-        if self.dropout > 0 and self.num_layers == 1:
+        if a.dropout > 0 and a.num_layers == 1:
             warnings.warn(  # as torch: the option only acts between stacked layers
-                f"{type(self).__name__}: dropout={self.dropout} does nothing with num_layers=1 "
+                f"{type(self).__name__}: dropout={a.dropout} does nothing with num_layers=1 "
                 "(dropout is applied after every recurrent layer but the last).",
                 JaxnetsWarning,
                 stacklevel=3,
@@ -54,20 +61,23 @@ class _RNNBase(Module):
         return 0
 
     def _out_size(self) -> int:
-        return self._proj() or self.hidden_size
+        a = self._args()
+        return self._proj() or a.hidden_size
 
     def _dirs(self) -> list[str]:
-        return ["", "_reverse"] if self.bidirectional else [""]
+        a = self._args()
+        return ["", "_reverse"] if a.bidirectional else [""]
 
     def init(self, key: jax.Array) -> tuple[Params, State]:
-        g, h, out = GATES[self.mode()] * self.hidden_size, self.hidden_size, self._out_size()
+        a = self._args()
+        g, h, out = GATES[self.mode()] * a.hidden_size, a.hidden_size, self._out_size()
         shapes: dict[str, tuple[int, ...]] = {}
-        for layer in range(self.num_layers):
-            width = self.input_size if layer == 0 else out * len(self._dirs())
+        for layer in range(a.num_layers):
+            width = a.input_size if layer == 0 else out * len(self._dirs())
             for sfx in self._dirs():
                 shapes[f"weight_ih_l{layer}{sfx}"] = (g, width)
                 shapes[f"weight_hh_l{layer}{sfx}"] = (g, out)
-                if self.bias:
+                if a.bias:
                     shapes[f"bias_ih_l{layer}{sfx}"] = (g,)
                     shapes[f"bias_hh_l{layer}{sfx}"] = (g,)
                 if self._proj():
@@ -76,17 +86,19 @@ class _RNNBase(Module):
 
     def _initial(self, x: jax.Array, hx: Any, n: int | None) -> list[Carry]:
         """Per (layer, direction), the initial carry; checks ``hx``'s shapes as torch does."""
-        d = len(self._dirs()) * self.num_layers
+        a = self._args()
+        d = len(self._dirs()) * a.num_layers
         lead = (d,) if n is None else (d, n)
-        h_shape, c_shape = lead + (self._out_size(),), lead + (self.hidden_size,)
+        h_shape, c_shape = lead + (self._out_size(),), lead + (a.hidden_size,)
         lstm = self.mode() == "LSTM"
+        c0: jax.Array | None
         if hx is None:
             h0 = jnp.zeros(h_shape, x.dtype)
             c0 = jnp.zeros(c_shape, x.dtype)
         else:
             h0, c0 = hx if lstm else (hx, None)
             check(h0.shape == h_shape, self, f"expected hidden state h_0 {h_shape}, got {h0.shape}.")
-            if lstm:
+            if c0 is not None:
                 check(c0.shape == c_shape, self, f"expected cell state c_0 {c_shape}, got {c0.shape}.")
         if n is None:  # unbatched: run as a batch of one
             h0, c0 = h0[:, None], (None if c0 is None else c0[:, None])
@@ -96,19 +108,20 @@ class _RNNBase(Module):
         self, params: Params, state: State, input: Any, hx: Any = None, *,
         train: bool = False, key: Key = None,
     ) -> Output:  # fmt: skip
+        a = self._args()
         x = jnp.asarray(input)
         check(
-            x.ndim in (2, 3) and x.shape[-1] == self.input_size,
+            x.ndim in (2, 3) and x.shape[-1] == a.input_size,
             self,
-            f"expected input {'(N, L' if self.batch_first else '(L, N'}, {self.input_size}) or "
-            f"(L, {self.input_size}), got shape {x.shape}.",
+            f"expected input {'(N, L' if a.batch_first else '(L, N'}, {a.input_size}) or "
+            f"(L, {a.input_size}), got shape {x.shape}.",
         )
         training = is_training(self, train)
         unbatched = x.ndim == 2
-        x = x[:, None] if unbatched else (jnp.swapaxes(x, 0, 1) if self.batch_first else x)
+        x = x[:, None] if unbatched else (jnp.swapaxes(x, 0, 1) if a.batch_first else x)
         carries = self._initial(x, hx, None if unbatched else x.shape[1])
         mode, finals = self.mode(), []
-        for layer in range(self.num_layers):
+        for layer in range(a.num_layers):
             outs = []
             for j, sfx in enumerate(self._dirs()):
                 ps = {k[: -len(f"_l{layer}{sfx}")]: v for k, v in params.items() if k.endswith(f"_l{layer}{sfx}")}
@@ -123,10 +136,10 @@ class _RNNBase(Module):
                 outs.append(ys)
                 finals.append(final)
             x = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-1)
-            if layer < self.num_layers - 1 and self.dropout > 0:
+            if layer < a.num_layers - 1 and a.dropout > 0:
                 k = None if key is None else jax.random.fold_in(key, layer)
-                x = dropout_fn(self, self.dropout, x, training, k)
-        out = x[:, 0] if unbatched else (jnp.swapaxes(x, 0, 1) if self.batch_first else x)
+                x = dropout_fn(self, a.dropout, x, training, k)
+        out = x[:, 0] if unbatched else (jnp.swapaxes(x, 0, 1) if a.batch_first else x)
         h_n = jnp.stack([f[0] for f in finals])
         if unbatched:
             h_n = h_n[:, 0]

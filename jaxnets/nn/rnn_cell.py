@@ -80,7 +80,7 @@ class _Cell(Module):
 
     def init(self, key: jax.Array) -> tuple[Params, State]:
         g, h = GATES[self.mode()] * self.hidden_size, self.hidden_size
-        shapes = {"weight_ih": (g, self.input_size), "weight_hh": (g, h)}
+        shapes: dict[str, tuple[int, ...]] = {"weight_ih": (g, self.input_size), "weight_hh": (g, h)}
         if self.bias:
             shapes.update(bias_ih=(g,), bias_hh=(g,))
         return init_weights(key, shapes, self.hidden_size), {}

@@ -6,7 +6,7 @@ semantics. The layers they stack are in :mod:`.transformer_layer`.
 from __future__ import annotations
 
 from dataclasses import field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -33,33 +33,30 @@ class _Stack(Module):
     As torch (which deep-copies the layer it is given), every copy starts from the same values.
     """
 
-    if TYPE_CHECKING:  # declared by each stack (fields here would come first in the configs)
-        num_layers: int
-        norm: Module | None
-
-    def _layer(self) -> Module:
+    def _parts(self) -> tuple[Any, int, Any]:
+        """``(layer, num_layers, norm or None)`` (each stack names its layer field as torch)."""
         raise NotImplementedError
 
     def children(self) -> dict[str, Any]:
-        kids: dict[str, Any] = {"layers": (self._layer(),) * self.num_layers}
-        if self.norm is not None:
-            kids["norm"] = self.norm
+        layer, n, norm = self._parts()
+        kids: dict[str, Any] = {"layers": (layer,) * n}
+        if norm is not None:
+            kids["norm"] = norm
         return kids
 
     def init(self, key: jax.Array) -> tuple[Params, State]:
+        layer, n, norm = self._parts()
         k_layer, k_norm = jax.random.split(key)
-        p, s = self._layer().init(k_layer)
-        n = self.num_layers
+        p, s = layer.init(k_layer)
         params: Params = {"layers": {str(i): p for i in range(n)}}
         state: State = {"layers": {str(i): s for i in range(n)}}
-        if self.norm is not None:
-            params["norm"], state["norm"] = self.norm.init(k_norm)
+        if norm is not None:
+            params["norm"], state["norm"] = norm.init(k_norm)
         return params, state
 
     def _finish(self, params: Params, x: jax.Array) -> jax.Array:
-        if self.norm is None:
-            return x
-        return self.norm.apply(params["norm"], {}, x)[0]  # type: ignore[no-any-return]
+        norm = self._parts()[2]
+        return x if norm is None else norm.apply(params["norm"], {}, x)[0]
 
 
 @register(name="nn.TransformerEncoder")
@@ -83,8 +80,8 @@ class TransformerEncoder(_Stack):
     enable_nested_tensor: bool = True
     mask_check: bool = True
 
-    def _layer(self) -> Module:
-        return self.encoder_layer
+    def _parts(self) -> tuple[Any, int, Any]:
+        return self.encoder_layer, self.num_layers, self.norm
 
     def apply(  # type: ignore[override]
         self, params: Params, state: State, src: Any, *, mask: Any = None,
@@ -120,8 +117,8 @@ class TransformerDecoder(_Stack):
     num_layers: int
     norm: Module | None = None
 
-    def _layer(self) -> Module:
-        return self.decoder_layer
+    def _parts(self) -> tuple[Any, int, Any]:
+        return self.decoder_layer, self.num_layers, self.norm
 
     def apply(  # type: ignore[override]
         self, params: Params, state: State, tgt: Any, memory: Any, *, tgt_mask: Any = None,
@@ -230,11 +227,13 @@ class Transformer(Module):
         )
         training = is_training(self, train)
         k_enc, k_dec = dropout_keys(key, training, 2)
-        memory, _ = self.encoder.apply(
+        encoder: Any = self.encoder  # a TransformerEncoder or a custom one with its call
+        decoder: Any = self.decoder
+        memory, _ = encoder.apply(
             params["encoder"], {}, src, mask=src_mask, src_key_padding_mask=src_key_padding_mask,
             is_causal=src_is_causal, train=training, key=k_enc,
         )  # fmt: skip
-        out, _ = self.decoder.apply(
+        out, _ = decoder.apply(
             params["decoder"], {}, tgt, memory, tgt_mask=tgt_mask, memory_mask=memory_mask,
             tgt_key_padding_mask=tgt_key_padding_mask,
             memory_key_padding_mask=memory_key_padding_mask, tgt_is_causal=tgt_is_causal,
