@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxnets.nn.pooling_adaptive import adaptive_avg
 
-__all__ = ["interpolate", "pixel_shuffle", "pixel_unshuffle"]
+__all__ = ["interpolate", "pixel_shuffle", "pixel_unshuffle", "channel_shuffle"]
 
 LINEAR_MODES = {"linear": 1, "bilinear": 2, "trilinear": 3, "bicubic": 2}
 MODES = ("nearest", "nearest-exact", "area", *LINEAR_MODES)
@@ -220,3 +220,21 @@ def pixel_unshuffle(input: Any, downscale_factor: int) -> jax.Array:
     m = len(lead)
     x = x.transpose(*range(m), m, m + 2, m + 4, m + 1, m + 3)
     return x.reshape(*lead, c * r * r, h // r, w // r)
+
+
+def channel_shuffle(input: Any, groups: int) -> jax.Array:
+    """``(N, g*k, *)`` -> the channels as a ``(g, k)`` grid, transposed, as
+    ``torch.nn.functional.channel_shuffle``.
+
+    Raises:
+      ValueError: fewer than 3 dims, or channels not divisible by ``groups``.
+    """
+    x = jnp.asarray(input)
+    if x.ndim < 3 or groups < 1 or x.shape[1] % groups:
+        raise ValueError(
+            f"channel_shuffle: expected input (N, C, *) with C divisible by groups = {groups}, "
+            f"got shape {x.shape}."
+        )
+    n, c = x.shape[:2]
+    rest = x.shape[2:]
+    return x.reshape(n, groups, c // groups, *rest).swapaxes(1, 2).reshape(x.shape)

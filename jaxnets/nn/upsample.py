@@ -1,5 +1,6 @@
-"""Upsample (and torch's two fixed-mode aliases), PixelShuffle and PixelUnshuffle, computed by
-:mod:`jaxnets.nn.functional`. None has params."""
+"""Upsample (and torch's two fixed-mode aliases), PixelShuffle, PixelUnshuffle and
+ChannelShuffle: resizing and rearranging layers, computed by :mod:`jaxnets.nn.functional`. None
+has params."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from jaxnets.nn import functional as F
 from jaxnets.nn._utils import check, freeze
 from jaxnets.nn.module import Key, Module, Output, Params, State
 
-__all__ = ["Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "PixelShuffle", "PixelUnshuffle"]
+__all__ = [
+    "Upsample", "UpsamplingNearest2d", "UpsamplingBilinear2d", "PixelShuffle", "PixelUnshuffle",
+    "ChannelShuffle",
+]  # fmt: skip
 
 
 @register(name="nn.Upsample")
@@ -140,3 +144,20 @@ class PixelUnshuffle(Module):
         self, params: Params, state: State, x: Any, *, train: bool = False, key: Key = None
     ) -> Output:
         return F.pixel_unshuffle(x, self.downscale_factor), state
+
+
+@register(name="nn.ChannelShuffle")
+class ChannelShuffle(Module):
+    """``(N, g*k, *)`` -> channels reordered ``(g, k) -> (k, g)``, as ``torch.nn.ChannelShuffle``
+    (ShuffleNet). No params. Shapes: same.
+
+    Raises:
+      ValueError: channels not divisible by ``groups``, or fewer than 3 dims.
+    """
+
+    groups: int
+
+    def apply(
+        self, params: Params, state: State, x: Any, *, train: bool = False, key: Key = None
+    ) -> Output:
+        return F.channel_shuffle(x, self.groups), state

@@ -93,3 +93,12 @@ def test_pixel_shuffle_and_unshuffle_match_torch_and_invert_each_other(shape, r,
         F.pixel_shuffle(jnp.ones((2, 5, 3, 3)), 2)
     with pytest.raises(ValueError, match=r"pixel_unshuffle: expected input \(\*, C, H\*r, W\*r\)"):
         F.pixel_unshuffle(jnp.ones((2, 5, 3, 3)), 2)
+
+
+@pytest.mark.parametrize("shape, groups", [((2, 6, 3, 4), 3), ((2, 8, 5), 2), ((1, 4, 2, 2, 2), 4)])
+def test_channel_shuffle_matches_torch(shape, groups, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    want = torch.nn.ChannelShuffle(groups)(torch.from_numpy(x)).numpy()
+    np.testing.assert_array_equal(np.asarray(F.channel_shuffle(jnp.asarray(x), groups)), want)
+    with pytest.raises(ValueError, match="C divisible by groups = 5"):
+        F.channel_shuffle(jnp.asarray(x), 5)

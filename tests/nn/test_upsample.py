@@ -33,6 +33,7 @@ CASES = [
     (nn.UpsamplingBilinear2d(size=(6, 9)), torch.nn.UpsamplingBilinear2d(size=(6, 9)), (2, 3, 4, 5)),
     (nn.PixelShuffle(2), torch.nn.PixelShuffle(2), (2, 8, 3, 4)),
     (nn.PixelUnshuffle(2), torch.nn.PixelUnshuffle(2), (2, 3, 4, 6)),
+    (nn.ChannelShuffle(3), torch.nn.ChannelShuffle(3), (2, 6, 4, 5)),
 ]
 
 
