@@ -11,9 +11,10 @@ import jax.numpy as jnp
 
 from jaxnets.core.registry import register
 from jaxnets.nn import init as initializers
-from jaxnets.nn._utils import check
+from jaxnets.nn._utils import check, is_training
+from jaxnets.nn.dropout import dropout
 from jaxnets.nn.linear import Linear
-from jaxnets.nn.module import Module, Params, State, need_key
+from jaxnets.nn.module import Module, Params, State
 
 __all__ = ["MultiheadAttention"]
 
@@ -46,8 +47,8 @@ class MultiheadAttention(Module):
     or ``(N*H, L, S)``; bool ``True`` = not attended, float masks are added to the scores.
 
     Raises:
-      ValueError: E not divisible by H, a wrong input or mask shape, or ``train=True`` with
-        ``dropout > 0`` and no ``key``.
+      ValueError: E not divisible by H, a wrong input or mask shape, ``train=True`` with
+        ``dropout > 0`` and no ``key``, or a traced ``train`` (mark it static in ``jax.jit``).
     """
 
     embed_dim: int
@@ -136,16 +137,8 @@ class MultiheadAttention(Module):
             attn_mask, key_padding_mask, n, q_len, s_len, scores.dtype, unbatched
         )
         weights = jax.nn.softmax(scores, axis=-1)
-        dropped = weights
-        if train and self.dropout > 0.0:
-            rng = need_key(self, key)
-            if self.dropout == 1.0:
-                dropped = jnp.zeros_like(weights)
-            else:
-                keep = jax.random.bernoulli(rng, 1.0 - self.dropout, weights.shape)
-                dropped = jnp.where(
-                    keep, weights / (1.0 - self.dropout), jnp.zeros((), weights.dtype)
-                )
+        # torch drops attention weights (and returns them dropped) in training
+        dropped = dropout(self, self.dropout, weights, is_training(self, train), key)
         out = jnp.einsum("nhls,nshd->nlhd", dropped, v).reshape(n, q_len, e)
         out, _ = self.out_proj.apply(params["out_proj"], {}, out)
 

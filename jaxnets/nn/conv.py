@@ -1,8 +1,9 @@
-"""Conv1d, Conv2d and ConvTranspose2d: torch.nn's arguments, NC(H)W activations, OI(H)W kernels.
+"""Conv1d, Conv2d and Conv3d: torch.nn's arguments, channels-first activations, OI* kernels.
 
-All three call ``jax.lax.conv_general_dilated`` with dimension numbers ``NCH/OIH/NCH`` or
-``NCHW/OIHW/NCHW``, so params are used in PyTorch's layout as they are (no transposes of the
-activations); XLA picks the physical layout.
+All call ``jax.lax.conv_general_dilated`` with dimension numbers ``NCH/OIH/NCH``,
+``NCHW/OIHW/NCHW`` or ``NCDHW/OIDHW/NCDHW``, so params are used in PyTorch's layout as they are
+(no transposes of the activations); XLA picks the physical layout. The transposed convolutions
+are in :mod:`.conv_transpose`.
 """
 
 from __future__ import annotations
@@ -14,24 +15,31 @@ import jax.numpy as jnp
 
 from jaxnets.core.registry import register
 from jaxnets.nn import init as initializers
-from jaxnets.nn._utils import check, freeze, ntuple
+from jaxnets.nn._utils import check, check_channels, freeze, ntuple
 from jaxnets.nn.module import Module, Params, State
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d"]
 
 _PAD_MODES = {"zeros": None, "reflect": "reflect", "replicate": "edge", "circular": "wrap"}
-_DIMS = {1: ("NCH", "OIH", "NCH"), 2: ("NCHW", "OIHW", "NCHW")}
+DIMENSION_NUMBERS = {
+    1: ("NCH", "OIH", "NCH"),
+    2: ("NCHW", "OIHW", "NCHW"),
+    3: ("NCDHW", "OIDHW", "NCDHW"),
+}
+_LAYOUTS = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}
 
 
-def _batched(layer: Module, x: jax.Array, n: int) -> tuple[jax.Array, bool]:
-    """``x`` with a batch dim (torch accepts unbatched ``(C, *spatial)`` inputs too)."""
-    if x.ndim == n + 1:
-        return x[None], True
+def batched(layer: Module, x: jax.Array, n: int, channels: int) -> tuple[jax.Array, bool]:
+    """``x`` with a batch dim (torch accepts unbatched ``(C, *spatial)`` inputs too), after
+    checking its rank and that its channel axis holds ``channels`` (``in_channels``)."""
     check(
-        x.ndim == n + 2,
+        x.ndim in (n + 1, n + 2),
         layer,
         f"expected input of shape (N, C, {n} spatial dims) or (C, {n} spatial dims), got {x.shape}.",
     )
+    check_channels(layer, x, channels, "in_channels", _LAYOUTS[n])
+    if x.ndim == n + 1:
+        return x[None], True
     return x, False
 
 
@@ -106,7 +114,7 @@ class _ConvNd(Module):
         key: jax.Array | None = None,
     ) -> tuple[jax.Array, State]:
         n, name = self._n, type(self).__name__
-        x, unbatched = _batched(self, x, n)
+        x, unbatched = batched(self, x, n, self.in_channels)
         pads = self._pads()
         mode = _PAD_MODES[self.padding_mode]
         if mode is not None and any(p != (0, 0) for p in pads):
@@ -118,7 +126,7 @@ class _ConvNd(Module):
             window_strides=ntuple(self.stride, n, "stride", name),
             padding=pads,
             rhs_dilation=ntuple(self.dilation, n, "dilation", name),
-            dimension_numbers=_DIMS[n],
+            dimension_numbers=DIMENSION_NUMBERS[n],
             feature_group_count=self.groups,
         )
         if self.bias:
@@ -140,7 +148,8 @@ class Conv1d(_ConvNd):
 
     Raises:
       ValueError: channels not divisible by ``groups``, ``"same"`` with a stride, a bad
-        ``padding``/``padding_mode``, or an input of the wrong rank.
+        ``padding``/``padding_mode``, or an input of the wrong rank or channel count (the
+        message gives the transpose for a channels-last input).
     """
 
     _n: ClassVar[int] = 1
@@ -160,100 +169,26 @@ class Conv2d(_ConvNd):
 
     Raises:
       ValueError: channels not divisible by ``groups``, ``"same"`` with a stride, a bad
-        ``padding``/``padding_mode``, or an input of the wrong rank.
+        ``padding``/``padding_mode``, or an input of the wrong rank or channel count (e.g.
+        NHWC: the message says ``x.transpose(0, 3, 1, 2)``).
     """
 
     _n: ClassVar[int] = 2
 
 
-@register(name="nn.ConvTranspose2d")
-class ConvTranspose2d(Module):
-    """Transposed 2-D convolution (the gradient of Conv2d), as ``torch.nn.ConvTranspose2d``.
+@register(name="nn.Conv3d")
+class Conv3d(_ConvNd):
+    """3-D convolution, as ``torch.nn.Conv3d`` (same arguments and defaults).
 
-    Arguments and their order are torch's. Params: ``weight (in_channels, out_channels // groups,
-    kH, kW)`` (torch's transposed layout), ``bias (out_channels,)`` when ``bias``; init
-    ``U(±1/sqrt(fan_in))`` with torch's ``fan_in = out_channels // groups * kH * kW``.
+    Params: ``weight (out_channels, in_channels // groups, kD, kH, kW)`` (OIDHW), ``bias
+    (out_channels,)`` when ``bias``; init ``U(±1/sqrt(fan_in))``, ``fan_in = in/groups*kD*kH*kW``.
 
-    Shapes: ``x (N, C_in, H, W)`` (or unbatched) -> ``(N, C_out, H_out, W_out)`` with
-    ``H_out = (H - 1)*stride - 2*padding + dilation*(kH - 1) + output_padding + 1``.
-    Only ``padding_mode="zeros"`` exists, as in torch; ``forward``'s ``output_size`` argument is
-    not supported (give ``output_padding``).
+    Shapes: ``x (N, C_in, D, H, W)`` (or unbatched ``(C_in, D, H, W)``) -> ``(N, C_out, D_out,
+    H_out, W_out)``, each size as in :class:`Conv2d`. ``padding``/``padding_mode`` as Conv2d.
 
     Raises:
-      ValueError: channels not divisible by ``groups``, ``output_padding`` not smaller than
-        ``stride`` or ``dilation``, or another ``padding_mode``.
+      ValueError: channels not divisible by ``groups``, ``"same"`` with a stride, a bad
+        ``padding``/``padding_mode``, or an input of the wrong rank or channel count.
     """
 
-    in_channels: int
-    out_channels: int
-    kernel_size: int | tuple[int, int]
-    stride: int | tuple[int, int] = 1
-    padding: int | tuple[int, int] = 0
-    output_padding: int | tuple[int, int] = 0
-    groups: int = 1
-    bias: bool = True
-    dilation: int | tuple[int, int] = 1
-    padding_mode: str = "zeros"
-
-    def __post_init__(self) -> None:
-        freeze(self, "kernel_size", "stride", "padding", "output_padding", "dilation")
-        s, d, op = self._arg("stride"), self._arg("dilation"), self._arg("output_padding")
-        self._arg("kernel_size")
-        self._arg("padding")
-        check(self.groups >= 1, self, f"groups must be positive, got {self.groups}.")
-        check(
-            self.in_channels % self.groups == 0 and self.out_channels % self.groups == 0,
-            self,
-            f"in_channels ({self.in_channels}) and out_channels ({self.out_channels}) must both be divisible by groups ({self.groups}).",
-        )
-        check(
-            self.padding_mode == "zeros",
-            self,
-            f"only padding_mode='zeros' is supported (as in PyTorch), got {self.padding_mode!r}.",
-        )
-        check(
-            all(o < max(si, di) for o, si, di in zip(op, s, d)),
-            self,
-            f"output_padding {op} must be smaller than either stride {s} or dilation {d}.",
-        )
-
-    def _arg(self, name: str) -> tuple[int, int]:
-        return ntuple(getattr(self, name), 2, name, type(self).__name__)  # type: ignore[return-value]
-
-    def init(self, key: jax.Array) -> tuple[Params, State]:
-        shape = (self.in_channels, self.out_channels // self.groups, *self._arg("kernel_size"))
-        return initializers.weight_and_bias(key, shape, self.out_channels, bias=self.bias), {}
-
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: Any,
-        *,
-        train: bool = False,
-        key: jax.Array | None = None,
-    ) -> tuple[jax.Array, State]:
-        x, unbatched = _batched(self, x, 2)
-        k, s, p = self._arg("kernel_size"), self._arg("stride"), self._arg("padding")
-        d, op = self._arg("dilation"), self._arg("output_padding")
-        g = self.groups
-        w = params["weight"]  # (in, out/g, kH, kW) -> (out, in/g, kH, kW), spatially flipped
-        cin, cout_g = w.shape[0], w.shape[1]
-        w = w.reshape(g, cin // g, cout_g, k[0], k[1]).transpose(0, 2, 1, 3, 4)
-        w = jnp.flip(w.reshape(g * cout_g, cin // g, k[0], k[1]), axis=(2, 3))
-        pads = [
-            (di * (ki - 1) - pi, di * (ki - 1) - pi + oi) for ki, di, pi, oi in zip(k, d, p, op)
-        ]
-        y = jax.lax.conv_general_dilated(
-            x,
-            w,
-            window_strides=(1, 1),
-            padding=pads,
-            lhs_dilation=s,
-            rhs_dilation=d,
-            dimension_numbers=_DIMS[2],
-            feature_group_count=g,
-        )
-        if self.bias:
-            y = y + params["bias"].reshape(1, -1, 1, 1)
-        return (y[0] if unbatched else y), state
+    _n: ClassVar[int] = 3

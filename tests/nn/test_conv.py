@@ -1,4 +1,4 @@
-"""Conv1d, Conv2d, ConvTranspose2d against torch.nn with the same weights."""
+"""Conv1d/2d/3d and ConvTranspose1d/2d/3d against torch.nn with the same weights."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+import jaxnets
 from jaxnets import nn
 
 
@@ -178,6 +179,89 @@ def test_conv_rejects_bad_hyperparameters():
         nn.Conv1d(3, 4, 3, padding_mode="mirror")
     with pytest.raises(ValueError, match="output_padding"):
         nn.ConvTranspose2d(3, 4, 3, stride=1, output_padding=1)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(in_channels=2, out_channels=4, kernel_size=3),
+        dict(in_channels=4, out_channels=6, kernel_size=(3, 2, 1), stride=(2, 1, 1), padding=(1, 0, 1), groups=2),
+        dict(in_channels=2, out_channels=3, kernel_size=3, padding="same", dilation=2, bias=False),
+        dict(in_channels=2, out_channels=3, kernel_size=3, padding=1, padding_mode="replicate"),
+    ],
+    ids=str,
+)
+def test_conv3d_matches_torch_and_loads_strictly(kwargs, to_torch, close, rng):
+    layer = nn.Conv3d(**kwargs)
+    params, state = layer.init(jax.random.key(4))
+    t = to_torch(layer, params, state, torch.nn.Conv3d(**kwargs))
+    back, _ = jaxnets.load_state_dict(layer, t.state_dict())
+    x = rng.standard_normal((2, kwargs["in_channels"], 5, 6, 4)).astype(np.float32)
+    for train in (False, True):
+        y, _ = layer.apply(back, state, jnp.asarray(x), train=train)
+        close(y, t(torch.from_numpy(x)))
+    y, _ = layer.apply(params, state, jnp.asarray(x[0]))  # unbatched (C, D, H, W)
+    close(y, t(torch.from_numpy(x[0])))
+
+
+@pytest.mark.parametrize(
+    "jcls, tcls, kwargs, spatial",
+    [
+        (nn.ConvTranspose1d, torch.nn.ConvTranspose1d, dict(in_channels=3, out_channels=5, kernel_size=3), (7,)),
+        (
+            nn.ConvTranspose1d,
+            torch.nn.ConvTranspose1d,
+            dict(in_channels=4, out_channels=6, kernel_size=4, stride=3, padding=1, output_padding=2, groups=2, dilation=1),
+            (7,),
+        ),
+        (
+            nn.ConvTranspose3d,
+            torch.nn.ConvTranspose3d,
+            dict(in_channels=2, out_channels=3, kernel_size=(3, 2, 2), stride=2, padding=(1, 0, 0), output_padding=(1, 0, 1)),
+            (3, 4, 3),
+        ),
+    ],
+    ids=str,
+)
+def test_conv_transpose_1d_3d_match_torch_and_load_strictly(jcls, tcls, kwargs, spatial, to_torch, close, rng):
+    layer = jcls(**kwargs)
+    params, state = layer.init(jax.random.key(5))
+    t = to_torch(layer, params, state, tcls(**kwargs))
+    back, _ = jaxnets.load_state_dict(layer, t.state_dict())
+    x = rng.standard_normal((2, kwargs["in_channels"], *spatial)).astype(np.float32)
+    for train in (False, True):
+        y, _ = layer.apply(back, state, jnp.asarray(x), train=train)
+        close(y, t(torch.from_numpy(x)))
+
+
+@pytest.mark.parametrize(
+    "layer, x_shape, layout, transpose",
+    [
+        (nn.Conv2d(3, 8, 3), (4, 32, 32, 3), r"\(N, C, H, W\)", r"x\.transpose\(0, 3, 1, 2\)"),
+        (nn.Conv2d(3, 8, 3), (32, 32, 3), r"\(N, C, H, W\)", r"x\.transpose\(2, 0, 1\)"),
+        (nn.Conv1d(5, 8, 3), (4, 20, 5), r"\(N, C, L\)", r"x\.transpose\(0, 2, 1\)"),
+        (nn.Conv3d(2, 8, 3), (1, 6, 6, 6, 2), r"\(N, C, D, H, W\)", r"x\.transpose\(0, 4, 1, 2, 3\)"),
+        (nn.ConvTranspose2d(3, 8, 3), (4, 9, 9, 3), r"\(N, C, H, W\)", r"x\.transpose\(0, 3, 1, 2\)"),
+        (nn.BatchNorm2d(3), (4, 9, 9, 3), r"\(N, C, H, W\)", r"x\.transpose\(0, 3, 1, 2\)"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_channels_last_input_names_the_layout_the_count_and_the_transpose(layer, x_shape, layout, transpose):
+    params, state = layer.init(jax.random.key(0))
+    name = type(layer).__name__
+    found = x_shape[0 if x_shape == (32, 32, 3) else 1]  # the channel axis: 0 when unbatched
+    with pytest.raises(ValueError, match=rf"{name}: expected input {layout} with C = .* got shape .* with {found} there"):
+        layer.apply(params, state, jnp.ones(x_shape))
+    with pytest.raises(ValueError, match=rf"channels-last, transpose it first: {transpose}"):
+        layer.apply(params, state, jnp.ones(x_shape))
+
+
+def test_wrong_channel_count_without_a_channels_last_reading_has_no_transpose_hint():
+    layer = nn.Conv2d(3, 8, 3)
+    params, state = layer.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"C = in_channels = 3 on axis 1 .*got shape \(2, 4, 9, 9\) with 4 there\. The layer: Conv2d\(in_channels=3") as err:
+        layer.apply(params, state, jnp.ones((2, 4, 9, 9)))
+    assert "transpose" not in str(err.value)
 
 
 def test_conv_rejects_wrong_input_rank():

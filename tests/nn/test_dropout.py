@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from jaxnets import nn
+import jaxnets
+from jaxnets import JaxnetsWarning, nn
 
 
 def test_eval_is_identity_like_torch():
@@ -72,3 +73,78 @@ def test_shape_and_dtype_kept_under_jit():
     f = jax.jit(lambda x, k: nn.Dropout(0.2).apply({}, {}, x, train=True, key=k)[0])
     y = f(jnp.ones((2, 3, 4), jnp.bfloat16), jax.random.key(0))
     assert y.shape == (2, 3, 4) and y.dtype == jnp.bfloat16
+
+
+CHANNEL_CASES = [
+    (nn.Dropout1d, torch.nn.Dropout1d, (8, 16, 30)),
+    (nn.Dropout1d, torch.nn.Dropout1d, (16, 30)),  # unbatched (C, L)
+    (nn.Dropout2d, torch.nn.Dropout2d, (8, 16, 5, 6)),
+    (nn.Dropout3d, torch.nn.Dropout3d, (4, 16, 3, 4, 5)),
+    (nn.Dropout3d, torch.nn.Dropout3d, (16, 3, 4, 5)),  # unbatched (C, D, H, W)
+]
+
+
+@pytest.mark.parametrize("jcls, tcls, shape", CHANNEL_CASES, ids=str)
+def test_channel_dropout_drops_whole_channels_like_torch(jcls, tcls, shape, close):
+    x = jax.random.normal(jax.random.key(0), shape) + 3.0  # no exact zeros in the input
+    layer = jcls(0.5)
+    y, state = layer.apply({}, {}, x, train=True, key=jax.random.key(1))
+    t = tcls(0.5).train()(torch.from_numpy(np.array(x))).numpy()
+    spatial = tuple(range(len(shape) - (3 if jcls is nn.Dropout3d else 2 if jcls is nn.Dropout2d else 1), len(shape)))
+    for out in (np.asarray(y), t):
+        zero = out == 0
+        # every channel is all-zero or untouched-but-scaled, never a mix
+        assert np.array_equal(zero.all(axis=spatial), zero.any(axis=spatial))
+        kept = ~zero
+        np.testing.assert_allclose(out[kept], 2.0 * np.asarray(x)[kept], rtol=1e-6)
+    n_channels = int(np.prod([s for i, s in enumerate(shape) if i not in spatial]))
+    frac = float(np.mean((np.asarray(y) == 0).all(axis=spatial)))
+    assert abs(frac - 0.5) < 4 * (0.25 / n_channels) ** 0.5
+    # eval is the identity in both
+    close(layer.apply({}, {}, x, train=False)[0], tcls(0.5).eval()(torch.from_numpy(np.array(x))))
+    assert state == {}
+
+
+def test_dropout2d_reads_3d_input_as_torch_does_and_warns():
+    x = jnp.ones((4, 32, 5))
+    with pytest.warns(JaxnetsWarning, match=r"treats it as \(N, C, L\)"):
+        y, _ = nn.Dropout2d(0.5).apply({}, {}, x, train=True, key=jax.random.key(0))
+    zero = np.asarray(y) == 0
+    assert np.array_equal(zero.all(axis=2), zero.any(axis=2))  # channels of dim 1 dropped whole
+
+
+def test_channel_dropout_rejects_wrong_rank_and_missing_key():
+    with pytest.raises(ValueError, match=r"Dropout1d: expected input \(N, C, L\) or unbatched \(C, L\)"):
+        nn.Dropout1d().apply({}, {}, jnp.ones((2, 3, 4, 5)), train=True, key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"Dropout3d: expected input \(N, C, D, H, W\)"):
+        nn.Dropout3d().apply({}, {}, jnp.ones((2, 3)))
+    with pytest.raises(ValueError, match="Dropout2d needs a PRNG key"):
+        nn.Dropout2d().apply({}, {}, jnp.ones((2, 3, 4, 4)), train=True)
+
+
+def test_inplace_is_accepted_and_stored():
+    layer = nn.Dropout(0.2, inplace=True)
+    assert jaxnets.from_config(jaxnets.to_config(layer)) == layer
+    np.testing.assert_array_equal(layer.apply({}, {}, jnp.ones(3))[0], jnp.ones(3))
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [nn.Dropout(0.1), nn.Dropout2d(0.1), nn.BatchNorm1d(3), nn.MultiheadAttention(3, 1),
+     nn.InstanceNorm1d(3, track_running_stats=True), nn.LSTM(3, 3, 2, dropout=0.1),
+     nn.TransformerEncoderLayer(3, 1, 4)],
+    ids=lambda m: type(m).__name__,
+)  # fmt: skip
+def test_traced_train_explains_static_argnames(layer):
+    params, state = layer.init(jax.random.key(0))
+    x = jnp.ones((2, 3, 4)) if not isinstance(layer, nn.Dropout2d) else jnp.ones((2, 3, 4, 4))
+    if isinstance(layer, (nn.MultiheadAttention, nn.TransformerEncoderLayer, nn.LSTM)):
+        x = jnp.ones((2, 4, 3))
+    f = jax.jit(layer.apply)
+    with pytest.raises(
+        ValueError, match=rf"{type(layer).__name__}: train is a traced value.*static_argnames='train'"
+    ):
+        f(params, state, x, train=True, key=jax.random.key(1))
+    # the fix the message gives works
+    g = jax.jit(layer.apply, static_argnames="train")
+    g(params, state, x, train=True, key=jax.random.key(1))

@@ -141,3 +141,71 @@ def test_maxpool_propagates_nan_and_inf_like_torch():
     y, _ = nn.MaxPool2d(2).apply({}, {}, jnp.asarray(x))
     want = torch.nn.MaxPool2d(2)(torch.from_numpy(x)).numpy()
     np.testing.assert_array_equal(np.asarray(y), want)
+
+
+POOL_1D_3D = [
+    (nn.MaxPool1d, torch.nn.MaxPool1d, dict(kernel_size=3), (2, 3, 11)),
+    (nn.MaxPool1d, torch.nn.MaxPool1d, dict(kernel_size=3, stride=2, padding=1, dilation=2, ceil_mode=True), (2, 3, 10)),
+    (nn.MaxPool1d, torch.nn.MaxPool1d, dict(kernel_size=2), (3, 9)),  # unbatched (C, L)
+    (nn.AvgPool1d, torch.nn.AvgPool1d, dict(kernel_size=3, stride=2, padding=1), (2, 3, 10)),
+    (nn.AvgPool1d, torch.nn.AvgPool1d, dict(kernel_size=3, stride=2, padding=1, count_include_pad=False, ceil_mode=True), (2, 3, 10)),
+    (nn.MaxPool3d, torch.nn.MaxPool3d, dict(kernel_size=2), (2, 3, 4, 6, 5)),
+    (nn.MaxPool3d, torch.nn.MaxPool3d, dict(kernel_size=(3, 2, 2), stride=(2, 1, 2), padding=(1, 1, 0)), (2, 3, 5, 6, 5)),
+    (nn.AvgPool3d, torch.nn.AvgPool3d, dict(kernel_size=3, stride=2, padding=1, count_include_pad=False), (2, 3, 5, 6, 7)),
+    (nn.AvgPool3d, torch.nn.AvgPool3d, dict(kernel_size=2, divisor_override=3), (3, 4, 4, 4)),
+]
+
+
+@pytest.mark.parametrize("jcls, tcls, kwargs, shape", POOL_1D_3D, ids=str)
+def test_1d_and_3d_pools_match_torch(jcls, tcls, kwargs, shape, close, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    want = tcls(**kwargs)(torch.from_numpy(x))
+    for train in (False, True):
+        y, state = jcls(**kwargs).apply({}, {}, jnp.asarray(x), train=train)
+        assert y.shape == tuple(want.shape) and state == {}
+        close(y, want)
+
+
+@pytest.mark.parametrize(
+    "jcls, tcls, out, shape",
+    [
+        (nn.AdaptiveAvgPool1d, torch.nn.AdaptiveAvgPool1d, 3, (2, 3, 10)),
+        (nn.AdaptiveAvgPool1d, torch.nn.AdaptiveAvgPool1d, 7, (3, 5)),  # upsampling, unbatched
+        (nn.AdaptiveAvgPool3d, torch.nn.AdaptiveAvgPool3d, (2, None, 3), (2, 3, 5, 4, 7)),
+        (nn.AdaptiveMaxPool1d, torch.nn.AdaptiveMaxPool1d, 4, (2, 3, 10)),
+        (nn.AdaptiveMaxPool2d, torch.nn.AdaptiveMaxPool2d, 1, (2, 3, 7, 5)),
+        (nn.AdaptiveMaxPool2d, torch.nn.AdaptiveMaxPool2d, (3, 4), (2, 3, 10, 7)),
+        (nn.AdaptiveMaxPool2d, torch.nn.AdaptiveMaxPool2d, (None, 2), (3, 10, 7)),
+        (nn.AdaptiveMaxPool2d, torch.nn.AdaptiveMaxPool2d, (9, 8), (2, 3, 5, 4)),
+        (nn.AdaptiveMaxPool3d, torch.nn.AdaptiveMaxPool3d, (2, 3, 2), (1, 2, 5, 7, 3)),
+    ],
+    ids=str,
+)
+def test_adaptive_pools_match_torch(jcls, tcls, out, shape, close, rng):
+    x = rng.standard_normal(shape).astype(np.float32)
+    want = tcls(out)(torch.from_numpy(x))
+    for train in (False, True):
+        y, _ = jcls(out).apply({}, {}, jnp.asarray(x), train=train)
+        assert y.shape == tuple(want.shape)
+        close(y, want)
+
+
+def test_adaptive_max_pool_propagates_nan_and_gradients_like_torch(close, rng):
+    x = rng.standard_normal((1, 2, 7, 5)).astype(np.float32)
+    x[0, 0, 3, 2] = np.nan
+    y, _ = nn.AdaptiveMaxPool2d((3, 2)).apply({}, {}, jnp.asarray(x))
+    np.testing.assert_array_equal(np.isnan(np.asarray(y)), torch.nn.AdaptiveMaxPool2d((3, 2))(torch.from_numpy(x)).isnan().numpy())
+    x = rng.standard_normal((2, 2, 7, 5)).astype(np.float32)
+    g = jax.grad(lambda v: jnp.sum(nn.AdaptiveMaxPool2d((3, 2)).apply({}, {}, v)[0] ** 2))(jnp.asarray(x))
+    tx = torch.from_numpy(x).requires_grad_(True)
+    (torch.nn.AdaptiveMaxPool2d((3, 2))(tx) ** 2).sum().backward()
+    close(g, tx.grad)
+
+
+def test_new_pool_errors():
+    with pytest.raises(ValueError, match="AdaptiveMaxPool2d: return_indices=True is not supported"):
+        nn.AdaptiveMaxPool2d(2, return_indices=True)
+    with pytest.raises(ValueError, match=r"MaxPool1d: expected input \(N, C, L\) or \(C, L\)"):
+        nn.MaxPool1d(2).apply({}, {}, jnp.ones((1, 2, 4, 4)))
+    with pytest.raises(ValueError, match=r"AdaptiveAvgPool3d: output_size must be an int or 3 ints"):
+        nn.AdaptiveAvgPool3d((2, 2)).apply({}, {}, jnp.ones((1, 2, 4, 4, 4)))
