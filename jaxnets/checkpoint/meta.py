@@ -209,26 +209,30 @@ def _problems(meta: Mapping[str, Any], version: int, step: int | None) -> list[t
             out.append((GROUP_PREFIX + name, f"group {name}: malformed checksum {g.get('xxh3')!r}"))
         lengths[name] = n
     ends = {name: 0 for name in lengths}
+    broken: set[str] = set()  # groups with a bad leaf: their later offsets would only echo it
     for key, e in leaves.items():
         why = _leaf_problem(e, version)
-        if why is None and "group" in e:
-            name, size = e["group"], _size(e)
+        group = e.get("group") if isinstance(e, dict) else None
+        if why is None and group is not None and group not in broken:
+            size = _size(e)
             data_dtype = "uint32" if e["kind"] == "key" else e["dtype"]
-            if name not in lengths:
-                why = f"packed into group {name!r}, which is not stored"
-            elif name != data_dtype:
-                why = f"{data_dtype} data packed into the {name} group"
-            elif e["offset"] != ends[name]:
+            if group not in lengths:
+                why = f"packed into group {group!r}, which is not stored"
+            elif group != data_dtype:
+                why = f"{data_dtype} data packed into the {group} group"
+            elif e["offset"] != ends[group]:
                 why = (
-                    f"offset {e['offset']} in group {name}, but the leaves before it end at "
-                    f"{ends[name]}"
+                    f"offset {e['offset']} in group {group}, but the leaves before it end at "
+                    f"{ends[group]}"
                 )
             else:
-                ends[name] += size
+                ends[group] += size
         if why is not None:
             out.append((key, f"{key}: {why}"))
+            if isinstance(group, str):
+                broken.add(group)
     for name, n in lengths.items():
-        if not any(p == GROUP_PREFIX + name for p, _ in out) and ends[name] != n:
+        if name not in broken and ends[name] != n:
             out.append((GROUP_PREFIX + name, f"group {name}: length {n}, but its leaves add up to {ends[name]}"))
     metrics = meta.get("metrics")
     if metrics is not None and not (
