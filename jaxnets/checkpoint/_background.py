@@ -65,14 +65,22 @@ class Saves:
             if job.error is not None:
                 raise self._describe(step, job.error) from job.error
             return
-        job.thread = threading.Thread(
-            target=job.run, args=(fn,), name=f"jaxnets-save-{step}", daemon=False
-        )
+        go = threading.Event()
+
+        def target() -> None:
+            # Thread.start() waits until the new thread runs; were it to start working at once,
+            # holding the GIL, the caller could wait a switch interval (5 ms) or more to get it
+            # back and return from save(). So it waits for the caller's go first.
+            go.wait()
+            job.run(fn)
+
+        job.thread = threading.Thread(target=target, name=f"jaxnets-save-{step}", daemon=False)
         with self._lock:
             assert self._job is None, "collect() the previous save first"
             self._job = job
             _PENDING.add(self)  # reported at exit even if the manager itself is dropped
         job.thread.start()
+        go.set()
 
     @property
     def running(self) -> int | None:

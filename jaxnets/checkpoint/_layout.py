@@ -47,6 +47,14 @@ __all__ = ["Plan", "Snapshot", "check_json", "finish", "make_plan", "snapshot", 
 _name = functools.lru_cache(maxsize=None)(dtype_name)
 
 
+# dtypes jax arrays export through the buffer protocol (bfloat16, float8, int4 are not).
+_BUFFER_DTYPES = frozenset(
+    np.dtype(t)
+    for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+              np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128)
+)
+
+
 @functools.cache
 def _is_key(dtype: Any) -> bool:
     return bool(jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key))
@@ -83,6 +91,7 @@ class Plan:
     single: list[int]  # leaf indices orbax stores on their own
     on_device: list[int]  # single leaves not fully addressable here (multi-process): kept on device
     accelerated: list[int]  # jax/key leaves on an accelerator: their host copies start first
+    exported: list[int]  # jax leaves on the CPU in a dtype the buffer protocol carries (cheapest pin)
     py: list[int]  # Python scalars, stored in the JSON
     meta: dict[str, Any]  # the JSON, py values from the save that made the plan
 
@@ -138,6 +147,7 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
     kinds: dict[str, str] = {}
     on_device: set[str] = set()
     accelerated: set[str] = set()
+    exported: set[str] = set()
     for key, leaf in flat.items():
         kind = kinds[key] = _kind(key, leaf)
         if kind == "py":
@@ -157,6 +167,8 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
             on_device.add(key)
         elif kind in ("jax", "key") and _on_accelerator(leaf):
             accelerated.add(key)
+        elif kind == "jax" and data_dtype in _BUFFER_DTYPES:
+            exported.add(key)
         if sizes[key] * data_dtype.itemsize < group_below and key not in on_device:
             small.setdefault(_name(data_dtype), []).append(key)
         else:
@@ -191,6 +203,7 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
         single=[index[k] for k in alone],
         on_device=[index[k] for k in on_device],
         accelerated=[index[k] for k in accelerated],
+        exported=[index[k] for k in exported],
         py=[index[k] for k in order if kinds[k] == "py"],
         meta=meta,
     )
@@ -239,14 +252,20 @@ def snapshot(
             data[i] = np.asarray(jax_leaves[i])
     for i in plan.accelerated:  # start every device-to-host copy before waiting on one
         data[i].copy_to_host_async()
-    host = [i for i, k in enumerate(kinds) if k in ("jax", "key") and i not in on_device]
+    # The pin: on the CPU a view of each buffer (a memoryview where the buffer protocol carries
+    # the dtype, ~30% cheaper than np.asarray); on accelerators np.asarray is the host copy.
+    exported = plan.exported
+    skip = on_device.union(exported)
+    host = [i for i, k in enumerate(kinds) if k in ("jax", "key") and i not in skip]
     collecting = gc.isenabled()
     gc.disable()  # ~20% of this loop on 20,000 leaves is the collector, finding no garbage
     try:
+        for i, view in zip(exported, map(memoryview, [data[i] for i in exported])):
+            data[i] = view
         for i, view in zip(host, map(np.asarray, [data[i] for i in host])):
             data[i] = view
-    except RuntimeError as e:  # jax: "Array has been deleted"
-        bad = next((i for i in host if isinstance(data[i], jax.Array) and data[i].is_deleted()), None)
+    except (RuntimeError, BufferError) as e:  # jax: the array was deleted
+        bad = next((i for i in host + exported if isinstance(data[i], jax.Array) and data[i].is_deleted()), None)
         if bad is None:
             raise
         raise ValueError(
@@ -280,7 +299,9 @@ def finish(snap: Snapshot, fields: Mapping[str, Any]) -> tuple[dict[str, Any], d
     Returns:
       ``(arrays, meta)``: the flat dict of arrays orbax saves, and the sealed metadata.
     """
-    plan, data = snap.plan, snap.data
+    plan, data = snap.plan, list(snap.data)
+    for i in plan.exported:
+        data[i] = np.asarray(data[i])  # the pinned buffer as an array, no copy
     arrays: dict[str, Any] = {}
     for dt, idxs in plan.grouped.items():
         arrays[GROUP_PREFIX + dt] = _packed([data[i] for i in idxs], np.dtype(jnp.dtype(dt)))

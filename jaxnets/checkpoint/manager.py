@@ -52,7 +52,7 @@ from jaxnets.checkpoint.meta import (
 from jaxnets.core.placement import Device, Placer, ShardingSpec, placer
 from jaxnets.core.registry import from_config, to_config
 from jaxnets.core.structure import StructureReport, compare
-from jaxnets.core.tree import flatten, map_with_keys, spec_keys, tree_from_spec
+from jaxnets.core.tree import flatten, map_with_keys, tree_from_spec
 from jaxnets.errors import CheckpointError, JaxnetsError, StateDictError
 
 __all__ = ["Checkpoint", "CheckpointManager"]
@@ -457,7 +457,7 @@ class CheckpointManager:
                     report,
                     file=step_dir,
                 )
-        keys = list(like_flat) if partial else spec_keys(meta["spec"])
+        keys = list(like_flat) if partial else list(meta["leaves"])  # the same keys as the spec
         place = placer(device=device, sharding=sharding, like=like_flat, keys=stored)
         arrays = self._read_arrays(step, meta, keys, place, verify=verify)
         leaves = _layout.unpack(meta, arrays, keys, place)
