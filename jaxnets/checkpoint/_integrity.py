@@ -17,7 +17,6 @@ from typing import Any
 import numpy as np
 import xxhash
 
-
 __all__ = ["array_checksum", "checksums", "json_checksum"]
 
 _PARALLEL_BYTES = 32 << 20  # below this, starting threads costs more than it saves
@@ -32,7 +31,7 @@ def _bytes(x: np.ndarray) -> np.ndarray:
 
 def array_checksum(x: np.ndarray) -> str:
     """XXH3-64 of an array's bytes in C order, as 16 hex digits."""
-    return f"{xxhash.xxh3_64_intdigest(_bytes(x)):016x}"
+    return f"{xxhash.xxh3_64_intdigest(_bytes(x).data):016x}"
 
 
 def json_checksum(value: Any) -> str:

@@ -91,7 +91,7 @@ class Plan:
     single: list[int]  # leaf indices orbax stores on their own
     on_device: list[int]  # single leaves not fully addressable here (multi-process): kept on device
     accelerated: list[int]  # jax/key leaves on an accelerator: their host copies start first
-    exported: list[int]  # jax leaves on the CPU in a dtype the buffer protocol carries (cheapest pin)
+    exported: list[int]  # single-device CPU jax leaves in a buffer-protocol dtype (cheapest pin)
     py: list[int]  # Python scalars, stored in the JSON
     meta: dict[str, Any]  # the JSON, py values from the save that made the plan
 
@@ -167,8 +167,8 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
             on_device.add(key)
         elif kind in ("jax", "key") and _on_accelerator(leaf):
             accelerated.add(key)
-        elif kind == "jax" and data_dtype in _BUFFER_DTYPES:
-            exported.add(key)
+        elif kind == "jax" and data_dtype in _BUFFER_DTYPES and len(leaf.devices()) == 1:
+            exported.add(key)  # (the buffer protocol is for single-device arrays only)
         if sizes[key] * data_dtype.itemsize < group_below and key not in on_device:
             small.setdefault(_name(data_dtype), []).append(key)
         else:
@@ -260,10 +260,11 @@ def snapshot(
     collecting = gc.isenabled()
     gc.disable()  # ~20% of this loop on 20,000 leaves is the collector, finding no garbage
     try:
-        for i, view in zip(exported, map(memoryview, [data[i] for i in exported])):
-            data[i] = view
-        for i, view in zip(host, map(np.asarray, [data[i] for i in host])):
-            data[i] = view
+        export: Any = memoryview  # jax arrays have the buffer protocol; typeshed does not know
+        for i, mv in zip(exported, map(export, [data[i] for i in exported])):
+            data[i] = mv
+        for i, arr in zip(host, map(np.asarray, [data[i] for i in host])):
+            data[i] = arr
     except (RuntimeError, BufferError) as e:  # jax: the array was deleted
         bad = next((i for i in host + exported if isinstance(data[i], jax.Array) and data[i].is_deleted()), None)
         if bad is None:

@@ -25,31 +25,23 @@ See docs/checkpoints.md for the guide and the on-disk layout.
 from __future__ import annotations
 
 import dataclasses
-import math
-import operator
 import os
 import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import jax
-import numpy as np
-
-from jaxnets.checkpoint import _layout
+from jaxnets.checkpoint import _layout, _orbax
+from jaxnets.checkpoint._args import bool_option, int_option, like_fields, metrics_arg, step_arg
 from jaxnets.checkpoint._background import Saves
 from jaxnets.checkpoint._export import write_model_file
 from jaxnets.checkpoint.meta import (
-    ARRAYS,
-    FIELDS,
-    GROUP_PREFIX,
-    META,
     array_specs,
     check_arrays,
     read_meta,
     stored_infos,
     verify_checksums,
 )
-from jaxnets.core.placement import Device, Placer, ShardingSpec, placer
+from jaxnets.core.placement import Device, ShardingSpec, placer
 from jaxnets.core.registry import from_config, to_config
 from jaxnets.core.structure import StructureReport, compare
 from jaxnets.core.tree import flatten, map_with_keys, tree_from_spec
@@ -128,24 +120,21 @@ class CheckpointManager:
         async_save: bool = True,
         group_below: int = _DEFAULT_GROUP_BELOW,
     ) -> None:
-        import orbax.checkpoint as ocp
-        from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
-
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(
                 f"directory must be a str or os.PathLike, got {type(directory).__name__}."
             )
-        max_to_keep = _int_option("max_to_keep", max_to_keep, 1, none=True)
-        keep_best = _int_option("keep_best", keep_best, 1, none=True)
-        save_every = _int_option("save_every", save_every, 1)
-        group_below = _int_option("group_below", group_below, 0)
+        max_to_keep = int_option("max_to_keep", max_to_keep, 1, none=True)
+        keep_best = int_option("keep_best", keep_best, 1, none=True)
+        save_every = int_option("save_every", save_every, 1)
+        group_below = int_option("group_below", group_below, 0)
         if best_metric is not None and not isinstance(best_metric, str):
             raise TypeError(f"best_metric must be a metric name (str) or None, got {best_metric!r}.")
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}.")
         if keep_best is not None and best_metric is None:
             raise ValueError("keep_best needs best_metric= (the metric that ranks steps).")
-        _bool_option("async_save", async_save)
+        bool_option("async_save", async_save)
         self.directory = os.path.abspath(os.fspath(directory))
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise CheckpointError(
@@ -153,37 +142,13 @@ class CheckpointManager:
             )
         self.best_metric, self.best_mode = best_metric, best_mode
         self.group_below = group_below
-        self._ocp = ocp
-        policies: list[Any] = [pp.LatestN(n=max_to_keep)]
-        if best_metric is not None:
-            sign = 1.0 if best_mode == "max" else -1.0
-            policies.append(
-                pp.BestN(
-                    get_metric_fn=lambda m: sign * float(m[best_metric]),
-                    n=keep_best or 1,
-                    keep_checkpoints_without_metrics=False,
-                )
-            )
-        options = ocp.CheckpointManagerOptions(
-            save_interval_steps=1,  # save_every is applied here, before anything is copied
-            # orbax writes synchronously, in jaxnets' own background thread (_background.py):
-            # its failures are then raised, not logged, and the blocking part is jaxnets'.
-            enable_async_checkpointing=False,
-            cleanup_tmp_directories=True,  # half-written steps of a killed process
-            preservation_policy=pp.AnyPreservationPolicy(policies=policies),
-            create=True,
+        self._mgr = _orbax.open_manager(
+            self.directory,
+            max_to_keep=max_to_keep,
+            keep_best=keep_best,
+            best_metric=best_metric,
+            best_mode=best_mode,
         )
-        try:
-            self._mgr = ocp.CheckpointManager(
-                self.directory,
-                options=options,
-                item_handlers={ARRAYS: _arrays_handler(ocp), META: ocp.JsonCheckpointHandler()},
-            )
-        except Exception as e:  # orbax/etils raise assorted errors on an unusable directory
-            raise CheckpointError(
-                f"{self.directory}: cannot open a checkpoint directory here: {e}",
-                file=self.directory,
-            ) from e
         self._async = async_save
         self._saves = Saves(self._failed)
         self._metrics: dict[int, dict[str, float] | None] = {}
@@ -234,8 +199,8 @@ class CheckpointManager:
         self._check_open()
         # One save at a time: the previous one is finished (and its failure raised) first.
         self._saves.collect(wait=True)
-        step = _step_arg(step, "save")
-        _bool_option("force", force)
+        step = step_arg(step, "save")
+        bool_option("force", force)
         if not force and step % self._save_every:
             return False
         if step in self.all_steps():
@@ -244,7 +209,7 @@ class CheckpointManager:
                 "write-once (delete the directory or use a new step).",
                 file=self._step_dir(step),
             )
-        mets = self._metrics_arg(step, metrics)
+        mets = metrics_arg(step, metrics, self.best_metric)
         fields = {
             "step": step,
             "model": None if model is None else to_config(model, path=".model"),
@@ -254,50 +219,14 @@ class CheckpointManager:
         }
         record = {"params": params, "state": state, "opt_state": opt_state, "rng": rng}
         snap, self._plan = _layout.snapshot(record, group_below=self.group_below, plan=self._plan)
-        ocp = self._ocp
 
         def write() -> None:  # in the background with async_save
             arrays, meta = _layout.finish(snap, fields)
-            saved = self._mgr.save(
-                step,
-                args=ocp.args.Composite(
-                    **{ARRAYS: ocp.args.PyTreeSave(arrays), META: ocp.args.JsonSave(meta)}
-                ),
-                metrics=mets,
-                force=True,
-            )
-            # The step directory is the ground truth of a complete save.
-            if not saved or not os.path.isdir(os.path.join(self._step_dir(step), META)):
-                raise RuntimeError("orbax did not finalize the step")
+            _orbax.write_step(self._mgr, step, self._step_dir(step), arrays, meta, mets)
 
         self._metrics[step] = mets
         self._saves.run(step, write, background=self._async)
         return True
-
-    def _metrics_arg(self, step: int, metrics: Mapping[str, Any] | None) -> dict[str, float] | None:
-        if metrics is None:
-            return None
-        if not isinstance(metrics, Mapping):
-            raise TypeError(
-                f"save(metrics=...) takes a mapping {{name: number}}, got {type(metrics).__name__}."
-            )
-        out: dict[str, float] = {}
-        for k, v in metrics.items():
-            try:
-                out[str(k)] = float(v)
-            except (TypeError, ValueError) as e:
-                raise TypeError(f"save(metrics=...): {k!r} is {v!r}, not a number.") from e
-            if not math.isfinite(out[str(k)]):
-                raise ValueError(
-                    f"save(metrics=...): {k!r} is {v!r}; metrics must be finite (they rank steps). "
-                    "Put non-finite values in extra= as strings."
-                )
-        if self.best_metric is not None and self.best_metric not in out:
-            raise ValueError(
-                f"save(step={step}): metrics has no {self.best_metric!r} (best_metric); got "
-                f"{sorted(out)}."
-            )
-        return out
 
     def _failed(self, step: int, error: BaseException) -> CheckpointError:
         """The error for a failed save of ``step`` (after forgetting it)."""
@@ -369,7 +298,7 @@ class CheckpointManager:
     def _resolve(self, step: int | None, what: str) -> int:
         """The step ``step`` names (None: the latest), waiting for it if it is being written."""
         if step is not None:
-            step = _step_arg(step, what)
+            step = step_arg(step, what)
         if step is None or step == self._saves.running:
             self._saves.collect(wait=True)
         steps = self.all_steps()
@@ -428,9 +357,9 @@ class CheckpointManager:
           TypeError, ValueError: a bad argument (the message says what is accepted).
         """
         self._check_open()
-        like_fields = _like_fields(like)
-        _bool_option("partial", partial)
-        _bool_option("verify", verify)
+        fields_like = like_fields(like, Checkpoint)
+        bool_option("partial", partial)
+        bool_option("verify", verify)
         if partial and like is None:
             raise ValueError("restore(partial=True) needs like= (the leaves to restore).")
         self._saves.collect(wait=True)  # read a directory no save is writing to
@@ -438,9 +367,9 @@ class CheckpointManager:
         step_dir = self._step_dir(step)
         meta = read_meta(step_dir, verify=verify)
         stored = stored_infos(meta)
-        like_flat = flatten(like_fields) if like_fields else {}
-        if like_fields:
-            in_fields = {k: v for k, v in stored.items() if _field(k) in like_fields}
+        like_flat = flatten(fields_like) if fields_like else {}
+        if fields_like:
+            in_fields = {k: v for k, v in stored.items() if k.split(".", 1)[0] in fields_like}
             report = compare(like_flat, in_fields)
             if partial:  # stored leaves the template lacks are skipped, nothing else
                 report = StructureReport(
@@ -459,12 +388,16 @@ class CheckpointManager:
                 )
         keys = list(like_flat) if partial else list(meta["leaves"])  # the same keys as the spec
         place = placer(device=device, sharding=sharding, like=like_flat, keys=stored)
-        arrays = self._read_arrays(step, meta, keys, place, verify=verify)
+        specs = array_specs(meta, keys)
+        arrays = _orbax.read_arrays(self._mgr, step, step_dir, meta, specs, place) if specs else {}
+        check_arrays(specs, arrays, step_dir=step_dir)  # before anything is sliced
+        if verify:
+            verify_checksums(specs, arrays, step_dir=step_dir)
         leaves = _layout.unpack(meta, arrays, keys, place)
         # The template's containers where given, the stored ones elsewhere.
         fields: dict[str, Any] = {} if partial else dict(tree_from_spec(meta["spec"], leaves))
-        if like_fields:
-            fields.update(map_with_keys(lambda k, _: leaves[k], like_fields))
+        if fields_like:
+            fields.update(map_with_keys(lambda k, _: leaves[k], fields_like))
         return Checkpoint(
             step=step,
             **fields,
@@ -475,50 +408,6 @@ class CheckpointManager:
             metrics=meta.get("metrics"),
             extra=meta.get("extra"),
         )
-
-    def _read_arrays(
-        self, step: int, meta: Mapping[str, Any], keys: list[str], place: Placer, *, verify: bool
-    ) -> dict[str, Any]:
-        """Reads the orbax entries holding ``keys``, checked against ``meta``."""
-        ocp = self._ocp
-        step_dir = self._step_dir(step)
-        specs = array_specs(meta, keys)
-        if not specs:
-            return {}
-        infos = stored_infos(meta)
-        restore_args: dict[str, Any] = {}
-        for name in specs:
-            e = None if name.startswith(GROUP_PREFIX) else meta["leaves"][name]
-            if e is not None and e["kind"] in ("jax", "key"):
-                sharding = place.sharding_or_default(name, infos[name])
-                restore_args[name] = ocp.ArrayRestoreArgs(sharding=sharding)
-            else:
-                restore_args[name] = ocp.RestoreArgs(restore_type=np.ndarray)
-        every = array_specs(meta, list(meta["leaves"]))
-        try:
-            out = self._mgr.restore(
-                step,
-                args=ocp.args.Composite(
-                    **{
-                        ARRAYS: ocp.args.PyTreeRestore(
-                            item={k: 0 for k in specs},
-                            restore_args=restore_args,
-                            partial_restore=len(specs) < len(every),
-                        )
-                    }
-                ),
-            )
-            arrays = dict(out[ARRAYS])
-        except Exception as e:  # orbax/tensorstore raise assorted errors on damaged files
-            raise CheckpointError(
-                f"{step_dir} (step {step}): cannot read the arrays ({type(e).__name__}: {e}). The "
-                "step is damaged; restore another step.",
-                file=step_dir,
-            ) from e
-        check_arrays(specs, arrays, step_dir=step_dir)
-        if verify:
-            verify_checksums(specs, arrays, step_dir=step_dir)
-        return arrays
 
     # --- export ---------------------------------------------------------------------------------
     def export(
@@ -589,71 +478,3 @@ class CheckpointManager:
         steps = "<closed>" if self._closed else sorted(self._mgr.all_steps())
         return f"CheckpointManager({self.directory!r}, steps={steps})"
 
-
-def _arrays_handler(ocp: Any) -> Any:
-    """orbax's PyTree handler, minus the copy of numpy leaves before a write.
-
-    Every numpy array jaxnets hands orbax is one it owns (packed buffers, copied numpy leaves,
-    pinned views), so orbax's own defensive copy would only cost time.
-    """
-    registry = ocp.type_handlers.create_type_handler_registry(
-        (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)),
-        (jax.Array, ocp.type_handlers.get_type_handler(jax.Array)),
-    )
-    return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
-
-
-def _int_option(name: str, v: Any, minimum: int, *, none: bool = False) -> Any:
-    if v is None and none:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        allowed = f"an int >= {minimum}" + (" or None" if none else "")
-        raise TypeError(f"{name} must be {allowed}, got {type(v).__name__} {v!r}.")
-    if v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}{' or None' if none else ''}, got {v}.")
-    return int(v)
-
-
-def _bool_option(name: str, v: Any) -> None:
-    if not isinstance(v, bool):
-        raise TypeError(f"{name} must be True or False, got {type(v).__name__} {v!r}.")
-
-
-def _step_arg(step: Any, what: str) -> int:
-    """``step`` as an int >= 0; TypeError/ValueError saying so otherwise."""
-    try:
-        if isinstance(step, bool):
-            raise TypeError
-        n = operator.index(step)
-    except TypeError:
-        raise TypeError(
-            f"{what}(step=...) takes an int >= 0"
-            f"{'' if what == 'save' else ' or None (the latest)'}, got {type(step).__name__} "
-            f"{step!r}."
-        ) from None
-    if n < 0:
-        raise ValueError(f"{what}(step={n}): steps are integers >= 0.")
-    return n
-
-
-def _like_fields(like: Any) -> dict[str, Any]:
-    if like is None:
-        return {}
-    if isinstance(like, Checkpoint):
-        return {f: getattr(like, f) for f in FIELDS if getattr(like, f) is not None}
-    if not isinstance(like, Mapping):
-        raise TypeError(
-            "restore(like=...) takes a Checkpoint or a mapping with any of "
-            f"{', '.join(map(repr, FIELDS))} (e.g. {{'params': params}}), got {type(like).__name__}."
-        )
-    unknown = sorted(map(repr, set(like) - set(FIELDS)))
-    if unknown:
-        raise ValueError(
-            f"restore(like=...): unknown entries {', '.join(unknown)}; use any of "
-            f"{', '.join(map(repr, FIELDS))}."
-        )
-    return {k: v for k, v in like.items() if v is not None}
-
-
-def _field(key: str) -> str:
-    return key.split(".", 1)[0]

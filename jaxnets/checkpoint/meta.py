@@ -15,7 +15,6 @@ checksum can catch; everything that does not add up is refused.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import os
 import re
@@ -185,8 +184,8 @@ def _problems(meta: Mapping[str, Any], version: int, step: int | None) -> list[t
         out.append((None, f"step: {meta.get('step')!r}, but the directory is step {step}"))
     try:
         keys = spec_keys(meta.get("spec"))  # type: ignore[arg-type]
-    except (JaxnetsError, AttributeError, TypeError) as e:
-        return out + [(None, f"spec: malformed tree structure ({e})")]
+    except (JaxnetsError, AttributeError, TypeError) as err:
+        return out + [(None, f"spec: malformed tree structure ({err})")]
     leaves, groups = meta.get("leaves"), meta.get("groups")
     if not isinstance(leaves, dict) or not isinstance(groups, dict):
         return out + [(None, "leaves/groups: not JSON objects")]
@@ -201,8 +200,8 @@ def _problems(meta: Mapping[str, Any], version: int, step: int | None) -> list[t
         ]
     lengths: dict[str, int] = {}
     for name, g in groups.items():
-        n = g if version < 2 else (g.get("length") if isinstance(g, dict) else None)
-        if not _int(n) or not 0 <= n <= _MAX_DIM:
+        n: Any = g if version < 2 else (g.get("length") if isinstance(g, dict) else None)
+        if type(n) is not int or not 0 <= n <= _MAX_DIM:
             out.append((GROUP_PREFIX + str(name), f"group {name}: malformed length {n!r}"))
             continue
         if version >= 2 and not _is_hex(g.get("xxh3")):

@@ -7,7 +7,6 @@ exactly the saved values, bit for bit (a flip in a byte no value depends on may 
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 
