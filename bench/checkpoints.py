@@ -93,8 +93,8 @@ def _verify_work(step_dir: Path) -> float:
     """Seconds that verifying one step's checksums takes, on arrays already read."""
     import orbax.checkpoint as ocp
 
-    from jaxnets.checkpoint._integrity import json_checksum
-    from jaxnets.checkpoint.meta import array_specs, read_meta, verify_checksums
+    from jaxnets.checkpoint._integrity import verify_checksums
+    from jaxnets.checkpoint.meta import array_specs, json_checksum, read_meta
 
     meta = read_meta(step_dir, verify=False)
     specs = array_specs(meta, list(meta["leaves"]))

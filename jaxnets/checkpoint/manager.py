@@ -34,13 +34,8 @@ from jaxnets.checkpoint import _layout, _orbax
 from jaxnets.checkpoint._args import bool_option, int_option, like_fields, metrics_arg, step_arg
 from jaxnets.checkpoint._background import Saves
 from jaxnets.checkpoint._export import write_model_file
-from jaxnets.checkpoint.meta import (
-    array_specs,
-    check_arrays,
-    read_meta,
-    stored_infos,
-    verify_checksums,
-)
+from jaxnets.checkpoint._integrity import check_arrays, verify_checksums
+from jaxnets.checkpoint.meta import array_specs, read_meta, stored_infos
 from jaxnets.core.placement import Device, ShardingSpec, placer
 from jaxnets.core.registry import from_config, to_config
 from jaxnets.core.structure import StructureReport, compare

@@ -15,6 +15,7 @@ checksum can catch; everything that does not add up is refused.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import re
@@ -23,10 +24,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
-import numpy as np
+import xxhash
 
-from jaxnets.checkpoint._integrity import checksums, json_checksum
-from jaxnets.core.structure import LeafInfo, dtype_name
+from jaxnets.core.structure import LeafInfo
 from jaxnets.core.tree import spec_keys
 from jaxnets.errors import CheckpointError, JaxnetsError
 
@@ -40,15 +40,15 @@ __all__ = [
     "VERSION",
     "ArraySpec",
     "array_specs",
-    "check_arrays",
     "check_meta",
     "describe",
+    "json_checksum",
     "key_size",
     "read_meta",
     "seal",
+    "step_label",
     "step_of",
     "stored_infos",
-    "verify_checksums",
 ]
 
 FORMAT = "jaxnets.checkpoint"
@@ -71,7 +71,8 @@ def step_of(step_dir: str | os.PathLike[str]) -> int | None:
     return int(name) if name.isdigit() else None
 
 
-def _where(step_dir: str) -> str:
+def step_label(step_dir: str) -> str:
+    """How errors name a step directory: ``"ckpt/3 (step 3)"``."""
     step = step_of(step_dir)
     return f"{step_dir} (step {step})" if step is not None else step_dir
 
@@ -87,6 +88,16 @@ def key_size(impl: str) -> int:
         return int(jax.random.key_data(jax.random.key(0, impl=impl)).shape[-1])
     except Exception as e:  # jax raises ValueError/KeyError/TypeError for unknown impls
         raise ValueError(f"unknown PRNG implementation {impl!r}") from e
+
+
+def json_checksum(value: Any) -> str:
+    """XXH3-64 of the canonical JSON text of ``value`` (sorted keys, no spaces).
+
+    Canonical, so that it does not depend on how a writer spaced the file: a stored meta is
+    parsed, and its checksum recomputed from the values it holds.
+    """
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return f"{xxhash.xxh3_64_intdigest(text.encode()):016x}"
 
 
 def seal(meta: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +128,7 @@ def read_meta(step_dir: str | os.PathLike[str], *, verify: bool = True) -> dict[
         meta = ocp.JsonCheckpointHandler().restore(Path(where))
     except (OSError, ValueError, RecursionError) as e:  # missing, unreadable, not JSON
         raise CheckpointError(
-            f"{_where(step_dir)}: cannot read the checkpoint metadata ({type(e).__name__}: {e}).",
+            f"{step_label(step_dir)}: cannot read the checkpoint metadata ({type(e).__name__}: {e}).",
             file=where,
         ) from e
     return check_meta(meta, step_dir=step_dir, verify=verify)
@@ -144,7 +155,7 @@ def check_meta(meta: Any, *, step_dir: str, verify: bool = True) -> dict[str, An
     Raises:
       CheckpointError: listing what is wrong, naming the step and the keys.
     """
-    where = _where(step_dir)
+    where = step_label(step_dir)
 
     def fail(msg: str, path: str | None = None) -> CheckpointError:
         return CheckpointError(f"{where}: {msg}", path=path, file=step_dir)
@@ -347,90 +358,3 @@ def describe(name: str, spec: ArraySpec) -> str:
         return name
     shown = ", ".join(spec.keys[:3]) + (f", ... {len(spec.keys)} leaves" if len(spec.keys) > 3 else "")
     return f"the packed group {name[len(GROUP_PREFIX):]} ({shown})"
-
-
-def check_arrays(specs: Mapping[str, ArraySpec], arrays: Mapping[str, Any], *, step_dir: str) -> None:
-    """Checks that orbax returned each entry with the shape and dtype the metadata states.
-
-    Raises:
-      CheckpointError: an entry is missing or differs, naming the step and the entry.
-    """
-    problems = []
-    for name, spec in specs.items():
-        a = arrays.get(name)
-        if a is None or not hasattr(a, "shape") or not hasattr(a, "dtype"):
-            problems.append((name, f"{describe(name, spec)}: not in the stored arrays"))
-            continue
-        got = (tuple(int(d) for d in a.shape), dtype_name(a.dtype))
-        if got != (spec.shape, spec.dtype):
-            problems.append(
-                (
-                    name,
-                    f"{describe(name, spec)}: stored as {got[1]} {got[0]}, the metadata says "
-                    f"{spec.dtype} {spec.shape}",
-                )
-            )
-    if problems:
-        lines = "\n".join(f"  {p}" for _, p in problems[:_MAX_PROBLEMS])
-        raise CheckpointError(
-            f"{_where(step_dir)}: the stored arrays do not match the metadata (corrupted):\n{lines}",
-            path=problems[0][0],
-            file=step_dir,
-        )
-
-
-def _host(name: str, x: Any, step_dir: str) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    if not x.is_fully_addressable:
-        raise CheckpointError(
-            f"{_where(step_dir)}: {name} is restored across processes, so this process cannot "
-            "check its checksum (it holds only some shards); restore with verify=False "
-            "(multi-process verification is not implemented yet).",
-            path=name,
-            file=step_dir,
-        )
-    return np.asarray(x)  # CPU: a view of the restored buffer; accelerators: the host copy
-
-
-def verify_checksums(
-    specs: Mapping[str, ArraySpec], arrays: Mapping[str, Any], *, step_dir: str
-) -> None:
-    """Checks every restored array against the checksum the metadata stores for it.
-
-    Args:
-      specs: the expected entries (:func:`array_specs`), shapes and dtypes already checked
-        (:func:`check_arrays`).
-      arrays: what orbax returned (numpy arrays or jax arrays).
-      step_dir: the step directory (named in errors, with the step).
-
-    Raises:
-      CheckpointError: an entry has no checksum, or its bytes differ from what was saved; names
-        the step and the key (or the packed group and its leaves).
-    """
-    where = _where(step_dir)
-    for name in specs:
-        x = arrays[name]
-        if isinstance(x, jax.Array) and any(d.platform != "cpu" for d in x.devices()):
-            x.copy_to_host_async()  # accelerators: start every transfer before waiting on one
-    host = {name: _host(name, arrays[name], step_dir) for name in specs}
-    missing = [n for n, s in specs.items() if s.xxh3 is None]
-    if missing:
-        raise CheckpointError(
-            f"{where}: no checksum is stored for {describe(missing[0], specs[missing[0]])} (a "
-            "checkpoint written by jaxnets 0.1, or an array saved from several processes); "
-            "restore with verify=False to read it unchecked.",
-            path=missing[0],
-            file=step_dir,
-        )
-    got = checksums(host)
-    bad = [n for n, s in specs.items() if got[n] != s.xxh3]
-    if bad:
-        shown = "; ".join(describe(n, specs[n]) for n in bad[:5])
-        raise CheckpointError(
-            f"{where}: {len(bad)} stored array(s) do not match their checksums: {shown}. The data "
-            "on disk changed after it was written (bit rot, a partial copy, an edit). Restore "
-            "another step, or restore(..., verify=False) to read the damaged values anyway.",
-            path=bad[0],
-            file=step_dir,
-        )

@@ -8,14 +8,8 @@ import numpy as np
 import pytest
 
 from jaxnets.checkpoint import _layout
-from jaxnets.checkpoint._integrity import array_checksum
-from jaxnets.checkpoint.meta import (
-    GROUP_PREFIX,
-    array_specs,
-    check_arrays,
-    check_meta,
-    verify_checksums,
-)
+from jaxnets.checkpoint._integrity import array_checksum, check_arrays, verify_checksums
+from jaxnets.checkpoint.meta import GROUP_PREFIX, array_specs, check_meta
 from jaxnets.core.placement import placer
 
 
