@@ -11,13 +11,21 @@ kept and raised, exactly once, to the caller:
   ``os._exit``, which skips everyone else's cleanup and loses unflushed files).
 
 A failure that was raised to the caller is the caller's: whether it is handled or not, nothing
-more happens at exit. The threads are not daemons, so the interpreter finishes a save in flight
-before it exits (Python joins them before ``atexit`` functions run).
+more happens at exit.
+
+A save in flight when the program ends is finished first. It must be finished before the
+interpreter's shutdown *starts*: from then on ``concurrent.futures`` (which orbax and asyncio
+use) refuses new work, and the save would fail with "cannot schedule new futures after
+interpreter shutdown". ``concurrent.futures`` sets that refusal in a hook registered with
+``threading._register_atexit`` (run when the main thread ends, before threads are joined and
+before ``atexit`` functions); the hook here is registered the same way, after it, so it runs
+first. It is private API; where it is missing, ``atexit`` is used instead.
 """
 
 from __future__ import annotations
 
 import atexit
+import concurrent.futures.thread  # noqa: F401  (its exit hook is registered before ours: see above)
 import sys
 import threading
 from collections.abc import Callable
@@ -79,6 +87,7 @@ class Saves:
             assert self._job is None, "collect() the previous save first"
             self._job = job
             _PENDING.add(self)  # reported at exit even if the manager itself is dropped
+            _register_exit_hook()
         job.thread.start()
         go.set()
 
@@ -124,10 +133,22 @@ class Saves:
 
 
 _PENDING: set[Saves] = set()  # those with a save not yet delivered
+_HOOKED = False
 
 
-def _report_at_exit() -> None:
-    """Prints every background save failure that was never raised to anyone."""
+def _register_exit_hook() -> None:
+    """Registers :func:`_finish_at_exit` once (at the first background save: see the docstring)."""
+    global _HOOKED
+    if not _HOOKED:
+        try:
+            getattr(threading, "_register_atexit", atexit.register)(_finish_at_exit)
+        except RuntimeError:  # a save begun while the interpreter shuts down: nothing to hook
+            return
+        _HOOKED = True
+
+
+def _finish_at_exit() -> None:
+    """Finishes every save in flight, and prints each failure that was never raised to anyone."""
     for saves in list(_PENDING):
         err = saves.undelivered()
         if err is not None:
@@ -139,6 +160,3 @@ def _report_at_exit() -> None:
                 file=sys.stderr,
                 flush=True,
             )
-
-
-atexit.register(_report_at_exit)

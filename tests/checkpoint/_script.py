@@ -91,6 +91,11 @@ def main() -> None:
                 ready = True
             step += 1
             time.sleep(0.001)
+    elif mode == "exit-without-wait":  # the program ends right after an async save()
+        mgr = CheckpointManager(d)
+        big = {f"w{i}": jnp.full((1024, 1024), float(i)) for i in range(8)}  # 8 x 4 MiB
+        mgr.save(1, params=big, extra={"done": True})
+        print("SAVE RETURNED", flush=True)
     elif mode in ("fail-handled", "fail-unwaited"):
         # A background save fails (the directory became a file: fails even as root). Handled:
         # raised at wait() (a) or at the next save (b), caught, and the program ends normally.

@@ -137,3 +137,13 @@ def test_a_failed_background_save_no_one_waited_for_is_reported_loudly_at_exit(t
     # The program ended (and dropped its manager) before any call could raise the failure.
     assert "A CHECKPOINT WAS LOST" in proc.stderr
     assert f"{tmp_path / 'c'}: saving step 1 failed" in proc.stderr
+
+
+@pytest.mark.slow
+def test_a_save_in_flight_when_the_program_ends_is_completed(tmp_path):
+    proc = _run("exit-without-wait", str(tmp_path))
+    assert "SAVE RETURNED" in proc.stdout and "LOST" not in proc.stderr
+    c = CheckpointManager(tmp_path).restore(1)
+    assert c.extra == {"done": True}
+    for i in range(8):
+        np.testing.assert_array_equal(np.asarray(c.params[f"w{i}"]), np.full((1024, 1024), float(i)))
