@@ -1,10 +1,11 @@
 """Checkpoint save/restore speed: jaxnets.CheckpointManager vs plain orbax, side by side.
 
-Trees (sizes are TOTAL bytes of the tree, float32 leaves; ``--scale`` multiplies them):
+Trees (sizes are TOTAL bytes of the tree, float32 leaves of random values; ``--scale``
+multiplies them):
 
 * ``16 leaves x 256 MiB``: 16 leaves of 16 MiB;
-* ``ResNet-18 + adam``: the 62 params and 60 buffers of torchvision's ResNet-18 with an adam
-  state (mu, nu, count): 247 leaves, 134 MiB;
+* ``ResNet-18 + adam``: the 62 params (11.7 M values) and 40 BatchNorm buffers of
+  torchvision's ResNet-18 with an adam state (mu, nu, count): 227 leaves, 134 MiB;
 * ``2000 leaves x 64 MiB``: 2,000 leaves of 32 KiB (orbax's per-leaf cost dominates);
 * ``20000 leaves x 64 MiB``: 20,000 leaves of 3.2 KiB (jaxnets only: a plain orbax save of
   20,000 leaves takes minutes).
@@ -14,7 +15,8 @@ Plain orbax is ``ocp.StandardCheckpointer()`` with default settings (async): ``s
 defaults (async) — ``save`` then ``wait`` — and also with ``async_save=False``; restore with no
 template, with checksums verified (the default) and with ``verify=False``. Everything is warmed
 up by one save first, as in a training loop, and the contenders are interleaved repetition by
-repetition. Reported: medians, and these ratios (goals in parentheses):
+repetition. Reported: medians (the verify rows: best of the repetitions), and these ratios
+(goals in parentheses):
 
 * the async stall: how long ``save()`` blocks the training loop, as a share of a synchronous
   save of the same manager (<= 10%);
@@ -42,8 +44,11 @@ import numpy as np
 
 
 def _tree(n_leaves: int, total_bytes: int) -> dict[str, Any]:
+    # Random values, as trained weights are: orbax compresses (zstd), and constant arrays would
+    # make its files tiny and every restore unrealistically cheap.
     per = max(1, total_bytes // (4 * n_leaves))
-    return {f"layer{i}": {"w": jnp.full((per,), float(i), jnp.float32)} for i in range(n_leaves)}
+    data = np.random.default_rng(0).standard_normal(per * n_leaves, dtype=np.float32)
+    return {f"layer{i}": {"w": jnp.asarray(data[i * per : (i + 1) * per])} for i in range(n_leaves)}
 
 
 def _resnet18_shapes() -> tuple[dict[str, tuple[int, ...]], dict[str, tuple[int, ...]]]:
@@ -134,7 +139,7 @@ def _bench_case(
         mgr.save(0, **record)
         mgr.wait()
     t_: dict[str, list[float]] = {
-        k: [] for k in ("o_save", "o_stall", "j_save", "j_stall", "j_sync", "o_rest", "j_rest", "j_vcost")
+        k: [] for k in ("o_save", "o_stall", "j_save", "j_stall", "j_sync", "o_rest", "j_rest", "j_nover")
     }
     for i in range(repeat):
         if ck is not None:
@@ -164,7 +169,7 @@ def _bench_case(
             jax.block_until_ready((c.params, c.state, c.opt_state))
             pair[verify] = time.perf_counter() - t
         t_["j_rest"].append(pair[True])
-        t_["j_vcost"].append(pair[True] - pair[False])
+        t_["j_nover"].append(pair[False])
     # The verification work itself, timed alone on the same step: the metadata's checksum and
     # the checksums of every stored array, read as a restore reads them.
     t_["j_hash"] = [_verify_work(root / "jn_async" / "1") for _ in range(repeat)]
@@ -173,6 +178,9 @@ def _bench_case(
     jn_async.close()
     jn_sync.close()
     med = {k: _median(v) for k, v in t_.items()}
+    # The verify rows: best of the repetitions, the figure least disturbed by other processes.
+    med["j_rest_min"], med["j_hash"] = min(t_["j_rest"]), min(t_["j_hash"])
+    med["j_vcost"] = max(0.0, med["j_rest_min"] - min(t_["j_nover"]))
     o = (lambda k: med[k]) if orbax else (lambda k: None)
     return [
         (f"{name}: save + wait (defaults, async)", o("o_save"), med["j_save"]),
@@ -180,8 +188,8 @@ def _bench_case(
         (f"{name}: restore", o("o_rest"), med["j_rest"]),
         (f"{name}: async save() stall", o("o_stall"), med["j_stall"]),
         (f"{name}: jaxnets stall / jaxnets sync save", med["j_sync"], med["j_stall"]),
-        (f"{name}: verify cost / jaxnets restore", med["j_rest"], med["j_vcost"]),
-        (f"{name}: checksum work / jaxnets restore", med["j_rest"], med["j_hash"]),
+        (f"{name}: verify cost / jaxnets restore (best of)", med["j_rest_min"], med["j_vcost"]),
+        (f"{name}: checksum work / jaxnets restore (best of)", med["j_rest_min"], med["j_hash"]),
         (f"{name}: orbax stall / orbax save + wait", o("o_save"), med["o_stall"]),
     ]
 
@@ -205,16 +213,16 @@ def main(argv: list[str] | None = None) -> None:
             rows += _bench_case(name, make(), root, args.repeat, orbax=orbax)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-    print(f"{'case':<58} {'orbax s':>10} {'jaxnets s':>10} {'ratio':>8}")
+    print(f"{'case':<66} {'orbax s':>10} {'jaxnets s':>10} {'ratio':>8}")
     for label, base, ours in rows:
         if base is None or base != base:
             if " / " not in label:
-                print(f"{label:<58} {'-':>10} {ours:>10.3f} {'-':>8}")
+                print(f"{label:<66} {'-':>10} {ours:>10.3f} {'-':>8}")
             continue
         if " / " in label:
-            print(f"{label:<58} {base:>10.3f} {ours:>10.3f} {ours / base:>8.1%}")
+            print(f"{label:<66} {base:>10.3f} {ours:>10.3f} {ours / base:>8.1%}")
         else:
-            print(f"{label:<58} {base:>10.3f} {ours:>10.3f} {base / ours:>7.2f}x")
+            print(f"{label:<66} {base:>10.3f} {ours:>10.3f} {base / ours:>7.2f}x")
     try:  # the panel in docs/benchmarks.png (bench/chart.py is the lead's; optional here)
         sys.path.insert(0, str(Path(__file__).parent))
         from chart import write_results
