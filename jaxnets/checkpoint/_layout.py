@@ -5,10 +5,17 @@ A step directory holds two orbax items:
 * ``arrays`` — an orbax PyTree (``PyTreeSave``) of a *flat* dict: each large array under its
   jaxnets key (``params.fc1.weight``), and every small array packed into one flat buffer per dtype
   (``__group__.float32``). Orbax pays a fixed cost per leaf, so a 2,000-leaf tree of small arrays
-  is saved as a handful of buffers instead (the 3x+ in docs/benchmarks.md).
-* ``meta`` — JSON (``JsonSave``): the tree spec of ``{"params", "state", "opt_state", "rng"}``
-  (:func:`jaxnets.core.tree.tree_spec`), and per leaf its kind, shape, dtype and where it lives;
-  plus the model and optimizer configs, metrics and extras.
+  is saved as a handful of buffers instead (docs/benchmarks.md).
+* ``meta`` — JSON (``JsonSave``, see :mod:`jaxnets.checkpoint.meta`): the tree spec of
+  ``{"params", "state", "opt_state", "rng"}`` (:func:`jaxnets.core.tree.tree_spec`), and per leaf
+  its kind, shape, dtype and where it lives; the checksums; the model and optimizer configs,
+  metrics and extras.
+
+A save runs in two parts. :func:`snapshot` runs before ``save()`` returns and does only what
+must happen then: it takes each array's data out of the caller's reach (on the CPU a read-only
+view that pins the buffer, so a donating ``jit`` copies instead of reusing it; on accelerators
+the device-to-host copy, all transfers started before any is waited on; numpy leaves are
+copied). :func:`finish` runs in the background: packing, checksums, the JSON.
 
 Typed PRNG keys are stored as their ``key_data`` (uint32) with the impl name, and rebuilt with
 ``jax.random.wrap_key_data``; Python scalars are stored in the JSON, so their type survives.
@@ -18,41 +25,34 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import gc
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxnets.checkpoint._integrity import checksums
+from jaxnets.checkpoint.meta import FORMAT, GROUP_PREFIX, VERSION, key_size, seal
+from jaxnets.core.placement import Placer
 from jaxnets.core.structure import LeafInfo, dtype_name, leaf_info
 from jaxnets.core.tree import flatten, map_with_keys, tree_spec
-from jaxnets.errors import CheckpointError
 
-__all__ = [
-    "FIELDS",
-    "FORMAT",
-    "GROUP_PREFIX",
-    "VERSION",
-    "Plan",
-    "make_plan",
-    "pack",
-    "stored_infos",
-    "unpack",
-]
-
-FIELDS = ("params", "state", "opt_state", "rng")
-FORMAT = "jaxnets.checkpoint"
-VERSION = 1
-GROUP_PREFIX = "__group__."
-
-# Kinds of leaves: "jax" (jax.Array), "key" (typed PRNG key array), "numpy" (np.ndarray),
-# "npscalar" (np.generic), "py" (bool/int/float/str, value kept in the JSON).
-
+__all__ = ["Plan", "Snapshot", "check_json", "finish", "make_plan", "snapshot", "unpack"]
 
 # Per-dtype caches: these numpy/jax dtype queries cost ~50us each, a lot on 2,000 leaves.
 _name = functools.lru_cache(maxsize=None)(dtype_name)
+
+
+# dtypes jax arrays export through the buffer protocol (bfloat16, float8, int4 are not).
+_BUFFER_DTYPES = frozenset(
+    np.dtype(t)
+    for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
+              np.uint64, np.float16, np.float32, np.float64, np.complex64, np.complex128)
+)
 
 
 @functools.cache
@@ -69,17 +69,11 @@ def _kind(key: str, leaf: Any) -> str:
         return "npscalar"
     if isinstance(leaf, (bool, int, float, str)):
         return "py"
-    raise CheckpointError(
+    raise TypeError(
         f"{key or '<root>'}: cannot checkpoint a {type(leaf).__module__}.{type(leaf).__qualname__}; "
         "leaves must be jax/numpy arrays, PRNG keys or Python scalars (use extra= for other "
-        "JSON-able data).",
-        path=key,
+        "JSON-able data)."
     )
-
-
-def _fully_addressable(x: Any, single_process: bool) -> bool:
-    # Checking the sharding costs ~50us a leaf; with one process every array is addressable.
-    return single_process or not isinstance(x, jax.Array) or x.is_fully_addressable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,16 +81,33 @@ class Plan:
     """The layout of one tree structure, reused while a training loop saves the same structure.
 
     Working it out costs ~0.1 s on 2,000 leaves (keys, tree spec, metadata); with the plan,
-    ``save()`` only copies the data, which keeps the async stall small (docs/benchmarks.md).
+    ``save()`` only takes the data, which keeps the async stall small (docs/benchmarks.md).
     """
 
     signature: Any  # jax treedef + (type, shape, dtype) of each leaf
     keys: tuple[str, ...]  # in jax's leaf order
     kinds: tuple[str, ...]
-    grouped: dict[str, list[int]]  # dtype -> leaf indices packed into that buffer
+    grouped: dict[str, list[int]]  # group dtype -> leaf indices packed into that buffer
     single: list[int]  # leaf indices orbax stores on their own
+    on_device: list[int]  # single leaves not fully addressable here (multi-process): kept on device
+    accelerated: list[int]  # jax/key leaves on an accelerator: their host copies start first
+    exported: list[int]  # single-device CPU jax leaves in a buffer-protocol dtype (cheapest pin)
     py: list[int]  # Python scalars, stored in the JSON
     meta: dict[str, Any]  # the JSON, py values from the save that made the plan
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    """What :func:`snapshot` took: each leaf's data, out of the caller's reach.
+
+    Attributes:
+      plan: the layout.
+      data: per leaf (in ``plan.keys`` order): a host numpy array, a jax array on device for
+        ``plan.on_device`` leaves, or the Python value of a ``py`` leaf.
+    """
+
+    plan: Plan
+    data: list[Any]
 
 
 def _signature(record: Mapping[str, Any]) -> tuple[list[Any], Any]:
@@ -108,16 +119,6 @@ def _signature(record: Mapping[str, Any]) -> tuple[list[Any], Any]:
     return leaves, sig
 
 
-def _data(kind: str, leaf: Any, *, copy: bool) -> Any:
-    if kind == "key":
-        return jax.random.key_data(leaf)
-    if kind == "npscalar":
-        return np.asarray(leaf)
-    if kind == "numpy" and copy:
-        return np.array(leaf, copy=True)  # the caller may change it while it is written
-    return leaf
-
-
 def _py_entry(entry: dict[str, Any], leaf: Any) -> None:
     if isinstance(leaf, float) and not math.isfinite(leaf):
         entry["value"] = repr(leaf)  # JSON has no nan/inf; float() reads these back
@@ -127,11 +128,15 @@ def _py_entry(entry: dict[str, Any], leaf: Any) -> None:
         entry.pop("float", None)
 
 
+def _on_accelerator(x: jax.Array) -> bool:
+    return any(d.platform != "cpu" for d in x.devices())
+
+
 def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
-    """Works out where every leaf of ``record`` goes (see :func:`pack`).
+    """Works out where every leaf of ``record`` goes (see :func:`snapshot`).
 
     Raises:
-      CheckpointError: a leaf is of a type that cannot be checkpointed.
+      TypeError: a leaf is of a type that cannot be checkpointed (names its key).
     """
     flat = flatten(dict(record))
     single_process = jax.process_count() == 1
@@ -140,6 +145,9 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
     sizes: dict[str, int] = {}
     alone: list[str] = []
     kinds: dict[str, str] = {}
+    on_device: set[str] = set()
+    accelerated: set[str] = set()
+    exported: set[str] = set()
     for key, leaf in flat.items():
         kind = kinds[key] = _kind(key, leaf)
         if kind == "py":
@@ -149,14 +157,20 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
             continue
         entry = {"kind": kind, "shape": [int(d) for d in leaf.shape], "dtype": _name(leaf.dtype)}
         leaves[key] = entry
-        data = _data(kind, leaf, copy=False)
+        data_dtype = np.dtype(np.uint32) if kind == "key" else np.dtype(leaf.dtype)
+        sizes[key] = math.prod(leaf.shape)
         if kind == "key":
             entry["impl"] = str(jax.random.key_impl(leaf))
-        sizes[key] = math.prod(data.shape)
-        if sizes[key] * data.dtype.itemsize < group_below and _fully_addressable(
-            data, single_process
-        ):
-            small.setdefault(_name(data.dtype), []).append(key)
+            sizes[key] *= key_size(entry["impl"])
+        # With one process every array is addressable (checking costs ~50us a leaf).
+        if kind in ("jax", "key") and not single_process and not leaf.is_fully_addressable:
+            on_device.add(key)
+        elif kind in ("jax", "key") and _on_accelerator(leaf):
+            accelerated.add(key)
+        elif kind == "jax" and data_dtype in _BUFFER_DTYPES and len(leaf.devices()) == 1:
+            exported.add(key)  # (the buffer protocol is for single-device arrays only)
+        if sizes[key] * data_dtype.itemsize < group_below and key not in on_device:
+            small.setdefault(_name(data_dtype), []).append(key)
         else:
             alone.append(key)
     groups: dict[str, int] = {}
@@ -171,7 +185,7 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
         "version": VERSION,
         "spec": tree_spec(dict(record)),
         "leaves": leaves,
-        "groups": groups,
+        "groups": groups,  # lengths; finish() adds the checksums
     }
     meta = check_json(meta, "the checkpoint structure")
     jax_leaves, sig = _signature(record)
@@ -187,15 +201,23 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
         kinds=tuple(kinds[k] for k in order),
         grouped={dt: [index[k] for k in members] for dt, members in small.items()},
         single=[index[k] for k in alone],
+        on_device=[index[k] for k in on_device],
+        accelerated=[index[k] for k in accelerated],
+        exported=[index[k] for k in exported],
         py=[index[k] for k in order if kinds[k] == "py"],
         meta=meta,
     )
 
 
-def pack(
+def snapshot(
     record: Mapping[str, Any], *, group_below: int, plan: Plan | None = None
-) -> tuple[dict[str, Any], dict[str, Any], Plan]:
-    """Splits a training state into orbax arrays and JSON metadata.
+) -> tuple[Snapshot, Plan]:
+    """Takes every leaf's data out of the caller's reach; the part of a save that blocks.
+
+    After it returns, nothing the caller does to its arrays changes what is saved: numpy leaves
+    are copied; a jax array's host data is either a read-only view of its buffer (CPU: the view
+    pins the buffer, so a later donating ``jit`` copies instead of reusing it, and jax arrays are
+    otherwise immutable) or a host copy (accelerators).
 
     Args:
       record: ``{"params": ..., "state": ..., "opt_state": ..., "rng": ...}`` (values may be None).
@@ -203,81 +225,151 @@ def pack(
       plan: the plan of an earlier save; reused when the structure, shapes and dtypes are equal.
 
     Returns:
-      ``(arrays, meta, plan)``: the flat dict of arrays orbax saves, the JSON-able description,
-      and the plan to pass next time.
+      ``(snapshot, plan)``: pass the snapshot to :func:`finish`, the plan to the next call.
 
     Raises:
-      CheckpointError: a leaf is of a type that cannot be checkpointed.
+      TypeError: a leaf cannot be checkpointed.
+      ValueError: an array was deleted (e.g. donated) before ``save()``.
     """
     jax_leaves, sig = _signature(record)
     if plan is None or plan.signature is None or plan.signature != sig:
         plan = make_plan(record, group_below=group_below)
         if plan.signature is None:
             jax_leaves = list(flatten(dict(record)).values())
+    kinds = plan.kinds
+    # py leaves are immutable: kept as they are; every array is replaced by its data below.
+    data: list[Any] = list(jax_leaves)
+    on_device = set(plan.on_device)
+    for i in plan.on_device:  # other processes hold the rest: a copy on the devices
+        x = jax_leaves[i]
+        data[i] = jax.random.key_data(x) if kinds[i] == "key" else jnp.array(x, copy=True)
+    for i, k in enumerate(kinds):
+        if k == "key" and i not in on_device:
+            data[i] = jax.random.key_data(jax_leaves[i])  # a fresh uint32 array
+        elif k == "numpy":
+            data[i] = np.array(jax_leaves[i], copy=True)  # the caller may change it in place
+        elif k == "npscalar":
+            data[i] = np.asarray(jax_leaves[i])
+    for i in plan.accelerated:  # start every device-to-host copy before waiting on one
+        data[i].copy_to_host_async()
+    # The pin: on the CPU a view of each buffer (a memoryview where the buffer protocol carries
+    # the dtype, ~30% cheaper than np.asarray); on accelerators np.asarray is the host copy.
+    exported = plan.exported
+    skip = on_device.union(exported)
+    host = [i for i, k in enumerate(kinds) if k in ("jax", "key") and i not in skip]
+    collecting = gc.isenabled()
+    gc.disable()  # ~20% of this loop on 20,000 leaves is the collector, finding no garbage
+    try:
+        export: Any = memoryview  # jax arrays have the buffer protocol; typeshed does not know
+        for i, mv in zip(exported, map(export, [data[i] for i in exported])):
+            data[i] = mv
+        for i, arr in zip(host, map(np.asarray, [data[i] for i in host])):
+            data[i] = arr
+    except (RuntimeError, BufferError) as e:  # jax: the array was deleted
+        bad = next((i for i in host + exported if isinstance(data[i], jax.Array) and data[i].is_deleted()), None)
+        if bad is None:
+            raise
+        raise ValueError(
+            f"{plan.keys[bad]}: this array was deleted (donated to a jit?) before save(); save "
+            "the arrays before passing them to a function that donates them."
+        ) from e
+    finally:
+        if collecting:
+            gc.enable()
+    return Snapshot(plan, data), plan
+
+
+def _packed(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
+    """One flat buffer of ``parts``, 64-byte aligned (so jax can hold it without a copy)."""
+    n = sum(p.size for p in parts)
+    raw = np.empty(n * dtype.itemsize + 64, np.uint8)
+    start = -raw.ctypes.data % 64
+    out = raw[start : start + n * dtype.itemsize].view(dtype)
+    if parts:
+        np.concatenate([p.reshape(-1) for p in parts], out=out)
+    return out
+
+
+def finish(snap: Snapshot, fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Packs, hashes and describes a snapshot: the background part of a save.
+
+    Args:
+      snap: from :func:`snapshot`.
+      fields: the rest of the metadata (step, configs, metrics, extra), already JSON.
+
+    Returns:
+      ``(arrays, meta)``: the flat dict of arrays orbax saves, and the sealed metadata.
+    """
+    plan, data = snap.plan, list(snap.data)
+    for i in plan.exported:
+        data[i] = np.asarray(data[i])  # the pinned buffer as an array, no copy
     arrays: dict[str, Any] = {}
     for dt, idxs in plan.grouped.items():
-        # One device-to-host transfer for all of them, then one concatenation into a fresh
-        # buffer that only this checkpoint owns: orbax writes it in the background without its
-        # defensive copy (see manager._arrays_handler).
-        host = jax.device_get([_data(plan.kinds[i], jax_leaves[i], copy=False) for i in idxs])
-        arrays[GROUP_PREFIX + dt] = np.concatenate([np.ravel(h) for h in host])
+        arrays[GROUP_PREFIX + dt] = _packed([data[i] for i in idxs], np.dtype(jnp.dtype(dt)))
     for i in plan.single:
-        arrays[plan.keys[i]] = _data(plan.kinds[i], jax_leaves[i], copy=True)
+        arrays[plan.keys[i]] = data[i]
+    host = {name: a for name, a in arrays.items() if isinstance(a, np.ndarray)}
+    sums = checksums(host)
     meta = dict(plan.meta)
-    if plan.py:
-        meta["leaves"] = dict(meta["leaves"])
-        for i in plan.py:
-            entry = meta["leaves"][plan.keys[i]] = dict(meta["leaves"][plan.keys[i]])
-            _py_entry(entry, jax_leaves[i])
-    return arrays, meta, plan
+    leaves = meta["leaves"] = dict(meta["leaves"])
+    for i in plan.single:
+        k = plan.keys[i]
+        # None: on several processes, no one process can hash it (docs/checkpoints.md).
+        leaves[k] = {**leaves[k], "xxh3": sums.get(k)}
+        if plan.kinds[i] in ("jax", "key") and isinstance(data[i], np.ndarray):
+            arrays[k] = _as_jax(data[i])  # orbax's chunked format for jax arrays: fast restores
+    for i in plan.py:
+        entry = leaves[plan.keys[i]] = dict(leaves[plan.keys[i]])
+        _py_entry(entry, data[i])
+    meta["groups"] = {
+        dt: {"length": n, "xxh3": sums[GROUP_PREFIX + dt]} for dt, n in plan.meta["groups"].items()
+    }
+    meta.update(fields)
+    if plan.py:  # the rest was checked when the plan was made
+        check_json([leaves[plan.keys[i]] for i in plan.py], "Python scalar leaves")
+    return arrays, seal(meta)
+
+
+def _as_jax(a: np.ndarray) -> Any:
+    """A host array as a CPU jax array: without a copy when aligned, as views of jax buffers are."""
+    try:
+        cpu = jax.local_devices(backend="cpu")[0]
+    except RuntimeError:  # no CPU backend (JAX_PLATFORMS=cuda): orbax writes numpy too
+        return a
+    return jax.device_put(a, cpu, may_alias=True)
 
 
 def check_json(value: Any, what: str) -> Any:
-    """``value`` as plain JSON data (round-tripped), or a CheckpointError naming ``what``."""
+    """``value`` as plain JSON data (round-tripped), or a TypeError naming ``what``."""
     try:
         return json.loads(json.dumps(value, allow_nan=False))
     except (TypeError, ValueError) as e:
-        raise CheckpointError(
-            f"{what} must be JSON-able (numbers, strings, lists, str-keyed dicts): {e}."
+        raise TypeError(
+            f"{what} must be JSON-able (numbers, strings, lists, str-keyed dicts; no NaN): {e}."
         ) from e
-
-
-def stored_infos(meta: Mapping[str, Any]) -> dict[str, LeafInfo]:
-    """``{key: LeafInfo}`` of every stored leaf, as :func:`jaxnets.core.structure.compare` takes."""
-    return {k: LeafInfo(tuple(e["shape"]), e["dtype"]) for k, e in meta["leaves"].items()}
-
-
-def needed_arrays(meta: Mapping[str, Any], keys: list[str]) -> list[str]:
-    """The orbax ``arrays`` entries that hold the given leaves."""
-    out: dict[str, None] = {}
-    for k in keys:
-        e = meta["leaves"][k]
-        if e["kind"] == "py":
-            continue
-        out[GROUP_PREFIX + e["group"] if "group" in e else k] = None
-    return list(out)
 
 
 def unpack(
     meta: Mapping[str, Any],
     arrays: Mapping[str, Any],
     keys: list[str],
-    place: Callable[[str, LeafInfo], Any],
+    place: Placer,
 ) -> dict[str, Any]:
     """Rebuilds the leaves ``keys`` from restored orbax arrays.
 
     Args:
-      meta: the stored metadata.
-      arrays: the restored orbax ``arrays`` item (individual arrays already placed by orbax; group
-        buffers as numpy).
+      meta: the stored metadata, checked (:func:`jaxnets.checkpoint.meta.check_meta`).
+      arrays: the restored orbax ``arrays`` item, checked against ``meta``
+        (:func:`jaxnets.checkpoint.meta.check_arrays`): individual arrays already placed by
+        orbax; group buffers as numpy.
       keys: the leaves wanted.
-      place: ``place(key, info)`` -> the ``jax.sharding.Sharding`` of a jax leaf.
+      place: where the jax leaves go.
 
     Returns:
       ``{key: leaf}``.
     """
     out: dict[str, Any] = {}
-    to_put: list[tuple[str, np.ndarray, Any, dict[str, Any]]] = []
+    to_put: dict[str, np.ndarray] = {}
     for k in keys:
         e = meta["leaves"][k]
         kind = e["kind"]
@@ -287,17 +379,12 @@ def unpack(
         if "group" in e:
             buf = arrays[GROUP_PREFIX + e["group"]]
             shape = tuple(e["shape"])
-            n = int(np.prod(shape, dtype=np.int64))
-            data: Any = None
             if kind == "key":
-                size = _key_size(e)
-                data = np.asarray(buf[e["offset"] : e["offset"] + n * size]).reshape(
-                    shape + (size,)
-                )
-            else:
-                data = np.asarray(buf[e["offset"] : e["offset"] + n]).reshape(shape)
+                shape += (key_size(e["impl"]),)
+            start = e["offset"]
+            data = np.asarray(buf[start : start + math.prod(shape)]).reshape(shape)
             if kind in ("jax", "key"):
-                to_put.append((k, data, place(k, LeafInfo(tuple(e["shape"]), e["dtype"])), e))
+                to_put[k] = data
             else:
                 out[k] = data.copy() if kind == "numpy" else data[()]
             continue
@@ -309,13 +396,10 @@ def unpack(
         else:
             out[k] = data
     if to_put:
-        # One batched transfer for all the small leaves.
-        placed = jax.device_put([d for _, d, _, _ in to_put], [s for _, _, s, _ in to_put])
-        for (k, _, _, e), arr in zip(to_put, placed):
+        # One batched transfer for all the small leaves; keys are placed by their stored info.
+        infos = {k: LeafInfo(tuple(meta["leaves"][k]["shape"]), meta["leaves"][k]["dtype"]) for k in to_put}
+        placed = place.put(to_put, infos=infos)
+        for k, arr in placed.items():
+            e = meta["leaves"][k]
             out[k] = jax.random.wrap_key_data(arr, impl=e["impl"]) if e["kind"] == "key" else arr
     return out
-
-
-def _key_size(entry: Mapping[str, Any]) -> int:
-    """Number of uint32 words per key of ``entry``'s impl (2 for threefry, 4 for rbg)."""
-    return int(jax.random.key_data(jax.random.key(0, impl=entry["impl"])).shape[-1])

@@ -9,39 +9,41 @@ directory and renamed when complete). What jaxnets adds:
   scalars, the model and optimizer rebuilt from their registered configs;
 * with a template (``like=``), every difference is reported at once by
   :func:`jaxnets.core.structure.compare`; nothing is ever filled in from the template;
-* placement on restore is chosen at restore time (``device=`` or ``sharding=``), never taken
+* every stored array and the metadata carry XXH3 checksums, verified on restore
+  (:mod:`jaxnets.checkpoint.meta`);
+* placement on restore is chosen at restore time (:mod:`jaxnets.core.placement`), never taken
   from the saving machine;
-* small leaves are packed into one buffer per dtype (orbax's per-leaf cost dominates otherwise);
-* an error in a background save is raised at the next call, ``wait()`` or ``close()``, and
-  reported at interpreter exit: orbax's CheckpointManager only logs it.
+* small leaves are packed into one buffer per dtype (orbax's per-leaf cost dominates otherwise)
+  (:mod:`jaxnets.checkpoint._layout`);
+* a background save blocks only while the arrays are taken out of the caller's reach, and its
+  failure is raised at the next call (:mod:`jaxnets.checkpoint._background`): orbax's
+  CheckpointManager only logs it.
 
 See docs/checkpoints.md for the guide and the on-disk layout.
 """
 
 from __future__ import annotations
 
-import atexit
 import dataclasses
-import logging
 import os
 import sys
-import threading
-import weakref
 from collections.abc import Mapping
 from typing import Any, Literal
 
-import jax
-
-from jaxnets.checkpoint import _layout
-from jaxnets.checkpoint._placement import ShardingSpec, placer
+from jaxnets.checkpoint import _layout, _orbax
+from jaxnets.checkpoint._args import bool_option, int_option, like_fields, metrics_arg, step_arg
+from jaxnets.checkpoint._background import Saves
+from jaxnets.checkpoint._export import write_model_file
+from jaxnets.checkpoint._integrity import check_arrays, verify_checksums
+from jaxnets.checkpoint.meta import array_specs, read_meta, stored_infos
+from jaxnets.core.placement import Device, ShardingSpec, placer
 from jaxnets.core.registry import from_config, to_config
 from jaxnets.core.structure import StructureReport, compare
-from jaxnets.core.tree import flatten, map_with_keys, spec_keys, tree_from_spec
+from jaxnets.core.tree import flatten, map_with_keys, tree_from_spec
 from jaxnets.errors import CheckpointError, JaxnetsError, StateDictError
 
 __all__ = ["Checkpoint", "CheckpointManager"]
 
-_ARRAYS, _META = "arrays", "meta"
 _DEFAULT_GROUP_BELOW = 1 << 20  # 1 MiB: above it, orbax's per-leaf cost is noise
 
 
@@ -70,18 +72,6 @@ class Checkpoint:
     extra: Any = None
 
 
-class _ErrorCatcher(logging.Handler):
-    """Keeps the exceptions orbax logs (and swallows) while finalizing a background save."""
-
-    def __init__(self) -> None:
-        super().__init__(level=logging.ERROR)
-        self.errors: list[BaseException] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.exc_info and record.exc_info[1] is not None:
-            self.errors.append(record.exc_info[1])
-
-
 class CheckpointManager:
     """Saves and restores training states in an orbax checkpoint directory.
 
@@ -102,12 +92,15 @@ class CheckpointManager:
       best_metric: name of the metric (in ``save(metrics=...)``) that ranks steps.
       best_mode: ``"min"`` (e.g. a loss) or ``"max"`` (e.g. an accuracy).
       save_every: ``save`` writes only steps that are multiples of this (returns False otherwise).
-      async_save: write in a background thread; ``save`` returns once arrays are copied to host.
+      async_save: write in a background thread; ``save`` returns once the arrays are out of the
+        caller's reach (docs/checkpoints.md, "Background saves").
       group_below: arrays smaller than this many bytes are packed into one buffer per dtype
         (0 disables packing).
 
     Raises:
-      CheckpointError: bad options, or the directory cannot be used.
+      TypeError, ValueError: an option of the wrong type or value (the message says what is
+        accepted).
+      CheckpointError: the directory cannot be used.
     """
 
     def __init__(
@@ -122,102 +115,41 @@ class CheckpointManager:
         async_save: bool = True,
         group_below: int = _DEFAULT_GROUP_BELOW,
     ) -> None:
-        import orbax.checkpoint as ocp
-        from orbax.checkpoint.checkpoint_managers import preservation_policy as pp
-
+        if not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(
+                f"directory must be a str or os.PathLike, got {type(directory).__name__}."
+            )
+        max_to_keep = int_option("max_to_keep", max_to_keep, 1, none=True)
+        keep_best = int_option("keep_best", keep_best, 1, none=True)
+        save_every = int_option("save_every", save_every, 1)
+        group_below = int_option("group_below", group_below, 0)
+        if best_metric is not None and not isinstance(best_metric, str):
+            raise TypeError(f"best_metric must be a metric name (str) or None, got {best_metric!r}.")
         if best_mode not in ("min", "max"):
-            raise CheckpointError(f"best_mode must be 'min' or 'max', got {best_mode!r}.")
-        for name, v in (("max_to_keep", max_to_keep), ("keep_best", keep_best)):
-            if v is not None and v < 1:
-                raise CheckpointError(f"{name} must be >= 1 or None, got {v}.")
+            raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}.")
         if keep_best is not None and best_metric is None:
-            raise CheckpointError("keep_best needs best_metric= (the metric that ranks steps).")
-        if save_every < 1:
-            raise CheckpointError(f"save_every must be >= 1, got {save_every}.")
+            raise ValueError("keep_best needs best_metric= (the metric that ranks steps).")
+        bool_option("async_save", async_save)
         self.directory = os.path.abspath(os.fspath(directory))
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise CheckpointError(
                 f"{self.directory} is a file, not a checkpoint directory.", file=self.directory
             )
         self.best_metric, self.best_mode = best_metric, best_mode
-        self.group_below = int(group_below)
-        self._ocp = ocp
-        policies: list[Any] = [pp.LatestN(n=max_to_keep)]
-        if best_metric is not None:
-            sign = 1.0 if best_mode == "max" else -1.0
-            policies.append(
-                pp.BestN(
-                    get_metric_fn=lambda m: sign * float(m[best_metric]),
-                    n=keep_best or 1,
-                    keep_checkpoints_without_metrics=False,
-                )
-            )
-        options = ocp.CheckpointManagerOptions(
-            save_interval_steps=save_every,
-            enable_async_checkpointing=async_save,
-            cleanup_tmp_directories=True,  # half-written steps of a killed process
-            preservation_policy=pp.AnyPreservationPolicy(policies=policies),
-            create=True,
+        self.group_below = group_below
+        self._mgr = _orbax.open_manager(
+            self.directory,
+            max_to_keep=max_to_keep,
+            keep_best=keep_best,
+            best_metric=best_metric,
+            best_mode=best_mode,
         )
-        self._catcher = _ErrorCatcher()
-        logging.getLogger("absl").addHandler(self._catcher)
-        try:
-            self._mgr = ocp.CheckpointManager(
-                self.directory,
-                options=options,
-                item_handlers={_ARRAYS: _arrays_handler(ocp), _META: ocp.JsonCheckpointHandler()},
-            )
-        except Exception as e:
-            logging.getLogger("absl").removeHandler(self._catcher)
-            raise CheckpointError(
-                f"{self.directory}: cannot open a checkpoint directory here: {e}",
-                file=self.directory,
-            ) from e
-        self._lock = threading.Lock()
-        self._pending: int | None = None  # step of the save that may still be running
+        self._async = async_save
+        self._saves = Saves(self._failed)
         self._metrics: dict[int, dict[str, float] | None] = {}
         self._save_every = save_every
         self._plan: _layout.Plan | None = None  # the last save's layout, reused while it fits
         self._closed = False
-        _watch_at_exit(self)
-
-    # --- errors of background saves -----------------------------------------------------------
-    def _step_dir(self, step: int) -> str:
-        return os.path.join(self.directory, str(step))
-
-    def _check(self, *, wait: bool) -> None:
-        """Raises a CheckpointError if the last background save failed (waiting for it if asked)."""
-        with self._lock:
-            step = self._pending
-            if step is None:
-                return
-            if not wait and self._mgr.is_saving_in_progress():
-                return
-            self._pending = None
-            errors: list[BaseException] = []
-            try:
-                self._mgr.wait_until_finished()
-                self._mgr.check_for_errors()
-            except Exception as e:  # orbax raises its own and the OS's errors here
-                errors.append(e)
-            # orbax logs (and swallows) the write's own error and skips the final rename, so the
-            # step directory is the ground truth; the logged errors only explain a failure (the
-            # absl logger is shared, so they may also come from elsewhere).
-            logged, self._catcher.errors = self._catcher.errors, []
-            finalized = os.path.isdir(os.path.join(self._step_dir(step), _META))
-            if not finalized:
-                errors += logged
-            if errors or not finalized:
-                self._mgr.reload()
-                why = "; ".join(dict.fromkeys(f"{type(e).__name__}: {e}" for e in errors))
-                why = why or "it was not finalized"
-                _FAILED.append(f"step {step} in {self.directory}")
-                raise CheckpointError(
-                    f"{self.directory}: saving step {step} failed in the background ({why}). "
-                    f"The step is not in the checkpoint; latest complete step: "
-                    f"{self._mgr.latest_step()}. Check the disk (space, permissions) and save again.",
-                    file=self._step_dir(step),
-                ) from (errors[0] if errors else None)
 
     # --- saving -------------------------------------------------------------------------------
     def save(
@@ -236,13 +168,16 @@ class CheckpointManager:
     ) -> bool:
         """Saves one training state as ``step`` (in the background when ``async_save``).
 
+        Returns once every array is out of the caller's reach: changing, deleting or donating
+        the arrays afterwards does not change what is saved.
+
         Args:
           step: the training step (int >= 0); steps must be new.
           params, state, opt_state: pytrees of arrays (any containers; optax states as they are).
           rng: a PRNG key (typed ``jax.random.key`` or legacy uint32), or a tree of them.
           model: the model spec (a registered ``jaxnets.nn.Module``), stored as its config.
           optimizer: a ``jaxnets.optim`` optimizer (or any registered config), stored as config.
-          metrics: ``{name: number}``; ranks steps for ``best_metric``.
+          metrics: ``{name: finite number}``; ranks steps for ``best_metric``.
           extra: JSON-able data to resume with (data loader position, epoch, ...).
           force: save even if ``step`` is not a multiple of ``save_every``.
 
@@ -250,16 +185,17 @@ class CheckpointManager:
           True if the step is being saved, False if ``save_every`` skipped it.
 
         Raises:
-          CheckpointError: the previous background save failed, the step exists, a leaf cannot
-            be stored, metrics/extra are not JSON-able, or orbax refused the save.
+          CheckpointError: the previous background save failed, the step exists, or (without
+            ``async_save``) the write failed.
+          TypeError, ValueError: a bad argument: a leaf that cannot be stored, metrics that are
+            not finite numbers or lack ``best_metric``, ``extra`` that is not JSON-able.
           RegistryError: ``model`` or ``optimizer`` is not a registered config.
         """
         self._check_open()
-        # orbax waits for the previous save here anyway; checking it first keeps its error.
-        self._check(wait=True)
-        step = int(step)
-        if step < 0:
-            raise CheckpointError(f"save(step={step}): steps are integers >= 0.")
+        # One save at a time: the previous one is finished (and its failure raised) first.
+        self._saves.collect(wait=True)
+        step = step_arg(step, "save")
+        bool_option("force", force)
         if not force and step % self._save_every:
             return False
         if step in self.all_steps():
@@ -268,55 +204,53 @@ class CheckpointManager:
                 "write-once (delete the directory or use a new step).",
                 file=self._step_dir(step),
             )
-        mets = None
-        if metrics is not None:
-            mets = _layout.check_json(
-                {str(k): float(v) for k, v in dict(metrics).items()}, "metrics"
-            )
-            if self.best_metric is not None and self.best_metric not in mets:
-                raise CheckpointError(
-                    f"save(step={step}): metrics has no {self.best_metric!r} (best_metric); got "
-                    f"{sorted(mets)}."
-                )
+        mets = metrics_arg(step, metrics, self.best_metric)
+        fields = {
+            "step": step,
+            "model": None if model is None else to_config(model, path=".model"),
+            "optimizer": None if optimizer is None else to_config(optimizer, path=".optimizer"),
+            "metrics": mets,
+            "extra": None if extra is None else _layout.check_json(extra, "extra"),
+        }
         record = {"params": params, "state": state, "opt_state": opt_state, "rng": rng}
-        arrays, meta, self._plan = _layout.pack(
-            record, group_below=self.group_below, plan=self._plan
+        snap, self._plan = _layout.snapshot(record, group_below=self.group_below, plan=self._plan)
+
+        def write() -> None:  # in the background with async_save
+            arrays, meta = _layout.finish(snap, fields)
+            _orbax.write_step(self._mgr, step, self._step_dir(step), arrays, meta, mets)
+
+        self._metrics[step] = mets
+        self._saves.run(step, write, background=self._async)
+        return True
+
+    def _failed(self, step: int, error: BaseException) -> CheckpointError:
+        """The error for a failed save of ``step`` (after forgetting it)."""
+        self._metrics.pop(step, None)
+        try:
+            self._mgr.reload()
+            latest = self._mgr.latest_step()
+        except Exception:  # the disk that failed the save may fail this too; the error says so
+            latest = "unknown"
+        return CheckpointError(
+            f"{self.directory}: saving step {step} failed ({type(error).__name__}: {error}). "
+            f"The step is not in the checkpoint; latest complete step: {latest}. Check the disk "
+            "(space, permissions) and save again.",
+            file=self._step_dir(step),
         )
-        meta.update(
-            step=step,
-            model=None if model is None else to_config(model, path=".model"),
-            optimizer=None if optimizer is None else to_config(optimizer, path=".optimizer"),
-            metrics=mets,
-            extra=None if extra is None else _layout.check_json(extra, "extra"),
-        )
-        if self._plan.py:  # the rest of meta was checked when the plan was made
-            _layout.check_json(meta["leaves"], "Python scalar leaves")
-        ocp = self._ocp
-        with self._lock:
-            try:
-                saved = self._mgr.save(
-                    step,
-                    args=ocp.args.Composite(
-                        **{_ARRAYS: ocp.args.PyTreeSave(arrays), _META: ocp.args.JsonSave(meta)}
-                    ),
-                    metrics=mets,
-                    force=True,
-                )
-            except Exception as e:
-                raise CheckpointError(
-                    f"{self.directory}: saving step {step} failed: {type(e).__name__}: {e}",
-                    file=self._step_dir(step),
-                ) from e
-            if saved:
-                self._pending = step
-                self._metrics[step] = mets
-        return bool(saved)
 
     # --- steps --------------------------------------------------------------------------------
+    def _step_dir(self, step: int) -> str:
+        return os.path.join(self.directory, str(step))
+
     def all_steps(self) -> list[int]:
         """Every step in the directory (complete ones; a save in progress is included)."""
         self._check_open()
-        return sorted(self._mgr.all_steps())
+        self._saves.collect(wait=False)
+        running = self._saves.running  # first: a save that ends now is then in orbax's list
+        steps = set(self._mgr.all_steps())
+        if running is not None:
+            steps.add(running)
+        return sorted(steps)
 
     def latest_step(self) -> int | None:
         """The newest step, or None."""
@@ -331,8 +265,9 @@ class CheckpointManager:
         steps = self.all_steps()
         if self.best_metric is None:
             return steps[-1] if steps else None
+        self._saves.collect(wait=True)  # the metrics of a step still being written are not final
         scored = []
-        for s in steps:
+        for s in self.all_steps():
             m = self._step_metrics(s)
             if m is not None and self.best_metric in m:
                 v = float(m[self.best_metric])
@@ -345,50 +280,34 @@ class CheckpointManager:
         return self._metrics[step]
 
     def metadata(self, step: int | None = None) -> dict[str, Any]:
-        """The stored JSON description of ``step``: leaves (kind, shape, dtype), configs, metrics."""
-        self._check_open()
-        self._check(wait=False)
-        step = self._resolve(step)
-        ocp = self._ocp
-        try:
-            out = self._mgr.restore(
-                step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()})
-            )
-        except Exception as e:
-            raise CheckpointError(
-                f"{self._step_dir(step)}: cannot read the checkpoint metadata: {e}",
-                file=self._step_dir(step),
-            ) from e
-        meta = out[_META]
-        if not isinstance(meta, dict) or meta.get("format") != _layout.FORMAT:
-            raise CheckpointError(
-                f"{self._step_dir(step)}: not a jaxnets checkpoint (no jaxnets metadata).",
-                file=self._step_dir(step),
-            )
-        if int(meta.get("version", 0)) > _layout.VERSION:
-            raise CheckpointError(
-                f"{self._step_dir(step)}: written by a newer jaxnets (checkpoint "
-                f"format {meta.get('version')}); upgrade jaxnets.",
-                file=self._step_dir(step),
-            )
-        return meta
+        """The stored JSON description of ``step``: leaves (kind, shape, dtype), configs, metrics.
 
-    def _resolve(self, step: int | None) -> int:
+        Raises:
+          CheckpointError: no such step, or its metadata is corrupted or not jaxnets'.
+          TypeError, ValueError: ``step`` is not an int >= 0 or None.
+        """
+        self._check_open()
+        step = self._resolve(step, "metadata")
+        return read_meta(self._step_dir(step))
+
+    def _resolve(self, step: int | None, what: str) -> int:
+        """The step ``step`` names (None: the latest), waiting for it if it is being written."""
+        if step is not None:
+            step = step_arg(step, what)
+        if step is None or step == self._saves.running:
+            self._saves.collect(wait=True)
+        steps = self.all_steps()
         if step is None:
-            self._check(wait=True)
-            latest = self.latest_step()
-            if latest is None:
+            if not steps:
                 raise CheckpointError(
                     f"{self.directory}: no checkpoint has been saved here.", file=self.directory
                 )
-            return latest
-        step = int(step)
-        if step not in self.all_steps():
+            return steps[-1]
+        if step not in steps:
             raise CheckpointError(
-                f"{self.directory}: no step {step}; saved steps: {self.all_steps()}.",
+                f"{self.directory}: no step {step}; saved steps: {steps}.",
                 file=self._step_dir(step),
             )
-        self._check(wait=step == self._pending)
         return step
 
     # --- restoring ----------------------------------------------------------------------------
@@ -398,8 +317,9 @@ class CheckpointManager:
         *,
         like: Checkpoint | Mapping[str, Any] | None = None,
         partial: bool = False,
-        device: str | jax.Device | None = None,
+        device: Device | None = None,
         sharding: ShardingSpec | None = None,
+        verify: bool = True,
     ) -> Checkpoint:
         """Restores a step (the latest by default).
 
@@ -418,27 +338,33 @@ class CheckpointManager:
             ``fn(key, LeafInfo) -> Sharding | None`` called with each stored key
             (``"params.fc1.weight"``) and its shape/dtype.
             Without ``device``/``sharding``/``like``, arrays go to the default device.
+          verify: check every checksum of the step (its metadata and every array read). The
+            metadata's structure is checked even with ``verify=False``.
 
         Returns:
           A :class:`Checkpoint`.
 
         Raises:
-          CheckpointError: no such step, the directory is not a jaxnets checkpoint, or orbax
-            cannot read it.
+          CheckpointError: no such step, not a jaxnets checkpoint, or the step is corrupted (a
+            checksum or a metadata field does not match: names the step and the key).
           StateDictError: ``like`` does not fit the checkpoint (lists every differing key).
           RegistryError: the stored model/optimizer class is not registered in this process.
+          TypeError, ValueError: a bad argument (the message says what is accepted).
         """
         self._check_open()
-        step = self._resolve(step)
-        meta = self.metadata(step)
-        spec = meta["spec"]
-        stored = _layout.stored_infos(meta)
+        fields_like = like_fields(like, Checkpoint)
+        bool_option("partial", partial)
+        bool_option("verify", verify)
         if partial and like is None:
-            raise CheckpointError("restore(partial=True) needs like= (the leaves to restore).")
-        like_fields = _like_fields(like)
-        like_flat = flatten(like_fields) if like_fields else {}
-        if like_fields:
-            in_fields = {k: v for k, v in stored.items() if _field(k) in like_fields}
+            raise ValueError("restore(partial=True) needs like= (the leaves to restore).")
+        self._saves.collect(wait=True)  # read a directory no save is writing to
+        step = self._resolve(step, "restore")
+        step_dir = self._step_dir(step)
+        meta = read_meta(step_dir, verify=verify)
+        stored = stored_infos(meta)
+        like_flat = flatten(fields_like) if fields_like else {}
+        if fields_like:
+            in_fields = {k: v for k, v in stored.items() if k.split(".", 1)[0] in fields_like}
             report = compare(like_flat, in_fields)
             if partial:  # stored leaves the template lacks are skipped, nothing else
                 report = StructureReport(
@@ -453,74 +379,30 @@ class CheckpointManager:
                         "partial=True to skip stored entries the template lacks.",
                     ),
                     report,
-                    file=self._step_dir(step),
+                    file=step_dir,
                 )
-        if partial:
-            keys = list(like_flat)
-        else:
-            keys = spec_keys(spec)
-        place = placer(
-            device=device, sharding=sharding, like_flat=like_flat, stored_keys=list(stored)
-        )
-        arrays = self._read_arrays(step, meta, keys, place)
+        keys = list(like_flat) if partial else list(meta["leaves"])  # the same keys as the spec
+        place = placer(device=device, sharding=sharding, like=like_flat, keys=stored)
+        specs = array_specs(meta, keys)
+        arrays = _orbax.read_arrays(self._mgr, step, step_dir, meta, specs, place) if specs else {}
+        check_arrays(specs, arrays, step_dir=step_dir)  # before anything is sliced
+        if verify:
+            verify_checksums(specs, arrays, step_dir=step_dir)
         leaves = _layout.unpack(meta, arrays, keys, place)
         # The template's containers where given, the stored ones elsewhere.
-        fields: dict[str, Any] = {} if partial else dict(tree_from_spec(spec, leaves))
-        if like_fields:
-            fields.update(map_with_keys(lambda k, _: leaves[k], like_fields))
+        fields: dict[str, Any] = {} if partial else dict(tree_from_spec(meta["spec"], leaves))
+        if fields_like:
+            fields.update(map_with_keys(lambda k, _: leaves[k], fields_like))
         return Checkpoint(
             step=step,
             **fields,
-            model=None
-            if meta.get("model") is None
-            else from_config(meta["model"], file=self._step_dir(step)),
+            model=None if meta.get("model") is None else from_config(meta["model"], file=step_dir),
             optimizer=None
             if meta.get("optimizer") is None
-            else from_config(meta["optimizer"], file=self._step_dir(step)),
+            else from_config(meta["optimizer"], file=step_dir),
             metrics=meta.get("metrics"),
             extra=meta.get("extra"),
         )
-
-    def _read_arrays(
-        self, step: int, meta: Mapping[str, Any], keys: list[str], place: Any
-    ) -> dict[str, Any]:
-        import numpy as np
-
-        ocp = self._ocp
-        wanted = _layout.needed_arrays(meta, keys)
-        if not wanted:
-            return {}
-        restore_args: dict[str, Any] = {}
-        for name in wanted:
-            if name.startswith(_layout.GROUP_PREFIX):
-                restore_args[name] = ocp.RestoreArgs(restore_type=np.ndarray)
-                continue
-            e = meta["leaves"][name]
-            if e["kind"] in ("jax", "key"):
-                info = _layout.stored_infos({"leaves": {name: e}})[name]
-                restore_args[name] = ocp.ArrayRestoreArgs(sharding=place(name, info))
-            else:
-                restore_args[name] = ocp.RestoreArgs(restore_type=np.ndarray)
-        all_names = set(_layout.needed_arrays(meta, list(meta["leaves"])))
-        try:
-            out = self._mgr.restore(
-                step,
-                args=ocp.args.Composite(
-                    **{
-                        _ARRAYS: ocp.args.PyTreeRestore(
-                            item={k: 0 for k in wanted},
-                            restore_args=restore_args,
-                            partial_restore=len(wanted) < len(all_names),
-                        )
-                    }
-                ),
-            )
-        except Exception as e:
-            raise CheckpointError(
-                f"{self._step_dir(step)}: cannot read the arrays: {type(e).__name__}: {e}",
-                file=self._step_dir(step),
-            ) from e
-        return dict(out[_ARRAYS])
 
     # --- export ---------------------------------------------------------------------------------
     def export(
@@ -533,52 +415,41 @@ class CheckpointManager:
           path: the model file to write.
 
         Raises:
-          CheckpointError: no such step, or the step has no model spec (save it with ``model=``).
+          CheckpointError: no such step, a damaged step, or the step has no model spec (save it
+            with ``model=``).
+          TypeError, ValueError: ``step`` or ``path`` is not one of the above.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"export(path=...) takes a str or os.PathLike, got {type(path).__name__}.")
         if step == "best":
             step = self.best_step()
             if step is None:
                 raise CheckpointError(
-                    f"{self.directory}: no step has the metric {self.best_metric!r}."
+                    f"{self.directory}: no step has the metric {self.best_metric!r}.",
+                    file=self.directory,
                 )
         elif step == "latest":
             step = None
+        elif isinstance(step, str):
+            raise ValueError(f"export(step={step!r}): use a step number, 'best' or 'latest'.")
         ckpt = self.restore(step, device="cpu")
-        if ckpt.model is None:
-            raise CheckpointError(
-                f"{self._step_dir(ckpt.step)}: step {ckpt.step} was saved without model=, "
-                "so it cannot become a model file.",
-                file=self._step_dir(ckpt.step),
-            )
-        from jaxnets.io import save
-
-        save(
-            os.fspath(path),
-            ckpt.model,
-            ckpt.params,
-            ckpt.state,
-            opt_state=ckpt.opt_state,
-            optimizer=ckpt.optimizer,
-            metadata={"checkpoint_step": ckpt.step, "metrics": ckpt.metrics, "extra": ckpt.extra},
-        )
+        write_model_file(ckpt, path, step_dir=self._step_dir(ckpt.step))
 
     # --- lifetime -------------------------------------------------------------------------------
     def wait(self) -> None:
         """Blocks until the background save is done. Raises CheckpointError if it failed."""
         self._check_open()
-        self._check(wait=True)
+        self._saves.collect(wait=True)
 
     def close(self) -> None:
         """Waits for the background save, then releases orbax's resources. Raises if it failed."""
         if self._closed:
             return
         try:
-            self._check(wait=True)
+            self._saves.collect(wait=True)
         finally:
             self._closed = True
-            _OPEN.discard(self)
             self._mgr.close()
-            logging.getLogger("absl").removeHandler(self._catcher)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -599,73 +470,6 @@ class CheckpointManager:
             print(f"jaxnets: {e}", file=sys.stderr)
 
     def __repr__(self) -> str:
-        return f"CheckpointManager({self.directory!r}, steps={self.all_steps() if not self._closed else '<closed>'})"
+        steps = "<closed>" if self._closed else sorted(self._mgr.all_steps())
+        return f"CheckpointManager({self.directory!r}, steps={steps})"
 
-
-def _arrays_handler(ocp: Any) -> Any:
-    """orbax's PyTree handler, minus the copy of numpy leaves before a background write.
-
-    Every numpy array jaxnets hands orbax is a fresh copy it owns (packed buffers, copied numpy
-    leaves), so orbax's own defensive copy would only double the time save() blocks.
-    """
-    import numpy as np
-
-    registry = ocp.type_handlers.create_type_handler_registry(
-        (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False)),
-        (jax.Array, ocp.type_handlers.get_type_handler(jax.Array)),
-    )
-    return ocp.PyTreeCheckpointHandler(type_handler_registry=registry)
-
-
-_OPEN: weakref.WeakSet[CheckpointManager] = weakref.WeakSet()
-_FAILED: list[str] = []  # background save failures seen in this process
-_AT_EXIT_REGISTERED = False
-
-
-def _watch_at_exit(mgr: CheckpointManager) -> None:
-    """Makes sure a background save that fails after the last call is still reported."""
-    global _AT_EXIT_REGISTERED
-    _OPEN.add(mgr)
-    if not _AT_EXIT_REGISTERED:
-        # threading's exit hooks run before non-daemon threads are joined; a plain atexit hook
-        # would run after, and orbax's threads of a failed save block that join for minutes.
-        hook = getattr(threading, "_register_atexit", atexit.register)
-        hook(_report_at_exit)
-        _AT_EXIT_REGISTERED = True
-
-
-def _report_at_exit() -> None:
-    """At exit: finish every open manager; if any background save failed, exit with status 1."""
-    for mgr in list(_OPEN):
-        try:
-            mgr.close()
-        except JaxnetsError as e:
-            print(f"jaxnets: {e}", file=sys.stderr)
-    if _FAILED:
-        # A run whose checkpoint was lost must not look successful, and orbax's threads of the
-        # failed save would hold the process for minutes: report, then leave now.
-        print(
-            f"jaxnets: {len(_FAILED)} checkpoint save(s) failed in this process "
-            f"({'; '.join(_FAILED)}); exiting with status 1.",
-            file=sys.stderr,
-        )
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(1)
-
-
-def _like_fields(like: Checkpoint | Mapping[str, Any] | None) -> dict[str, Any]:
-    if like is None:
-        return {}
-    if isinstance(like, Checkpoint):
-        return {f: getattr(like, f) for f in _layout.FIELDS if getattr(like, f) is not None}
-    unknown = sorted(set(like) - set(_layout.FIELDS))
-    if unknown:
-        raise CheckpointError(
-            f"restore(like=...): unknown entries {unknown}; use {list(_layout.FIELDS)}."
-        )
-    return {k: v for k, v in like.items() if v is not None}
-
-
-def _field(key: str) -> str:
-    return key.split(".", 1)[0]

@@ -1,9 +1,10 @@
 """A jaxnets checkpoint directory as a CLI source: steps, metrics and each step's tree.
 
 Everything :func:`CheckpointSource.describe` prints comes from the JSON item ``meta`` that
-:class:`jaxnets.CheckpointManager` stores with each step (read with orbax's JSON handler); no array
-data is read, and no manager is opened: opening one cleans up the temporary directories of
-in-progress saves, which would hurt a training run writing to the directory being inspected.
+:class:`jaxnets.CheckpointManager` stores with each step, read and checked by
+:func:`jaxnets.checkpoint.meta.read_meta` as the manager reads it; no array data is read, and no
+manager is opened: opening one cleans up the temporary directories of in-progress saves, which
+would hurt a training run writing to the directory being inspected.
 Reading tensors (for ``diff`` and ``convert``) restores one step onto the CPU through the manager.
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxnets.checkpoint.meta import META, read_meta
 from jaxnets.core.structure import LeafInfo
 from jaxnets.core.tree import split_key
 from jaxnets.errors import CheckpointError
@@ -26,7 +28,7 @@ _MODEL_FIELDS = ("params", "state")
 
 
 def _is_step_dir(p: Path) -> bool:
-    return p.name.isdigit() and (p / "meta").is_dir()
+    return p.name.isdigit() and (p / META).is_dir()
 
 
 class CheckpointSource(Source):
@@ -59,23 +61,8 @@ class CheckpointSource(Source):
 
     def _read_meta(self, step: int) -> dict[str, Any]:
         if step not in self._metas:
-            import orbax.checkpoint as ocp
-
-            from jaxnets.checkpoint import _layout
-
-            where = Path(self.path) / str(step) / "meta"
-            try:
-                meta = dict(ocp.JsonCheckpointHandler().restore(where))
-            except Exception as e:  # orbax/etils raise assorted errors on unreadable JSON
-                raise CheckpointError(f"{where}: cannot read the checkpoint metadata ({type(e).__name__}: {e}).",
-                                      file=str(where)) from e
-            if meta.get("format") != _layout.FORMAT or not isinstance(meta.get("leaves"), dict):
-                raise CheckpointError(f"{where.parent}: not a jaxnets checkpoint (no jaxnets metadata).",
-                                      file=str(where.parent))
-            if int(meta.get("version", 0)) > _layout.VERSION:
-                raise CheckpointError(f"{where.parent}: written by a newer jaxnets (checkpoint format "
-                                      f"{meta.get('version')}); upgrade jaxnets.", file=str(where.parent))
-            self._metas[step] = meta
+            # The one reader: every field checked, and the metadata's own checksum.
+            self._metas[step] = read_meta(Path(self.path) / str(step))
         return self._metas[step]
 
     # --- what describe() prints ----------------------------------------------------------------

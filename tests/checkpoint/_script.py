@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import sys
@@ -71,12 +72,12 @@ def main() -> None:
         assert c.params["w"].addressable_shards[0].data.shape == (64, 16)
         assert c.params["b"].sharding == jax.sharding.SingleDeviceSharding(jax.devices()[0])
         print("SHARD2 OK")
-    elif mode == "crash":  # keep saving until killed
+    elif mode == "crash":  # keep saving until killed; READY once a step is complete on disk
         mgr = CheckpointManager(d, max_to_keep=3)
         step = (mgr.latest_step() or 0) + 1
         big = {f"w{i}": jnp.full((1024, 2048), 0.0) for i in range(4)}  # 4 x 8 MiB
         small = {f"s{i}": jnp.zeros(7) for i in range(50)}
-        print("READY", flush=True)
+        ready = False
         while True:
             fill = float(step)
             tree = {
@@ -84,16 +85,29 @@ def main() -> None:
                 "small": {k: v + fill for k, v in small.items()},
             }
             mgr.save(step, params=tree, extra={"fill": fill})
+            if not ready:
+                mgr.wait()  # this process's first save is complete on disk: now it may be killed
+                print("READY", flush=True)
+                ready = True
             step += 1
             time.sleep(0.001)
-    elif mode == "fail":  # background failures: at wait(), at the next save, and at exit
-        for name in ("a", "b", "c"):
+    elif mode == "exit-without-wait":  # the program ends right after an async save()
+        mgr = CheckpointManager(d)
+        big = {f"w{i}": jnp.full((1024, 1024), float(i)) for i in range(8)}  # 8 x 4 MiB
+        mgr.save(1, params=big, extra={"done": True})
+        print("SAVE RETURNED", flush=True)
+    elif mode in ("fail-handled", "fail-unwaited"):
+        # A background save fails (the directory became a file: fails even as root). Handled:
+        # raised at wait() (a) or at the next save (b), caught, and the program ends normally.
+        # Unwaited: the program ends before any call could raise it (c), and drops its manager.
+        names = ("a", "b") if mode == "fail-handled" else ("c",)
+        for name in names:
             sub = os.path.join(d, name)
             mgr = CheckpointManager(sub)
             mgr.save(0, params={"w": jnp.ones(3)})
             mgr.wait()
             shutil.rmtree(sub)
-            with open(sub, "w") as f:  # a path component that is a file: fails even as root
+            with open(sub, "w") as f:
                 f.write("not a directory")
             mgr.save(1, params={"w": jnp.ones(3)})  # returns: the failure is in the background
             if name == "a":
@@ -109,7 +123,10 @@ def main() -> None:
                     print("B: NO ERROR")
                 except CheckpointError as e:
                     print(f"B: raised at next save: {e}")
-        print("C: exiting without wait", flush=True)
+            else:
+                del mgr
+                gc.collect()
+        print("END", flush=True)
     else:
         raise SystemExit(f"unknown mode {mode}")
 

@@ -129,7 +129,7 @@ def test_partial_restore_skips_only_what_was_asked_and_never_fills(tmp_path):
         with pytest.raises(StateDictError, match="1 missing") as e:
             mgr.restore(like={"params": extra}, partial=True)
         assert e.value.missing_keys == ["params.head.weight"]
-        with pytest.raises(CheckpointError, match="needs like="):
+        with pytest.raises(ValueError, match="needs like="):
             mgr.restore(partial=True)
 
 
@@ -168,11 +168,11 @@ def test_save_every_skips_steps_and_steps_are_write_once(tmp_path):
 
 def test_bad_inputs_raise_before_anything_is_written(tmp_path):
     with CheckpointManager(tmp_path, best_metric="acc") as mgr:
-        with pytest.raises(CheckpointError, match="extra must be JSON-able"):
+        with pytest.raises(TypeError, match="extra must be JSON-able"):
             mgr.save(0, params={"w": jnp.ones(1)}, extra={"f": object()})
-        with pytest.raises(CheckpointError, match="metrics has no 'acc'"):
+        with pytest.raises(ValueError, match="metrics has no 'acc'"):
             mgr.save(0, params={"w": jnp.ones(1)}, metrics={"loss": 1.0})
-        with pytest.raises(CheckpointError, match="params.fn: cannot checkpoint"):
+        with pytest.raises(TypeError, match="params.fn: cannot checkpoint"):
             mgr.save(0, params={"fn": print})
         with pytest.raises(RegistryError, match="cannot store"):
             mgr.save(0, params={"w": jnp.ones(1)}, optimizer=optax.adam(1e-3))
@@ -201,9 +201,9 @@ def test_placement_by_function_and_by_tree(tmp_path):
         assert c.params["0"]["weight"].sharding == single
         c = mgr.restore(sharding={"params": {"0": {"weight": single}}})
         assert c.params["0"]["weight"].sharding == single
-        with pytest.raises(CheckpointError, match="params.9.weight"):
+        with pytest.raises(ValueError, match="params.9.weight"):
             mgr.restore(sharding={"params": {"9": {"weight": single}}})
-        with pytest.raises(CheckpointError, match="not both"):
+        with pytest.raises(ValueError, match="not both"):
             mgr.restore(device="cpu", sharding=single)
 
 
@@ -245,3 +245,91 @@ def test_export_writes_the_best_step_as_a_model_file(tmp_path):
         mgr.save(0, params=params)
         with pytest.raises(CheckpointError, match="saved without model="):
             mgr.export(0, tmp_path / "x.jnet")
+
+
+def test_a_donating_jit_right_after_save_does_not_change_what_is_restored(tmp_path, monkeypatch):
+    import threading
+
+    from jaxnets.checkpoint import _layout
+
+    params = {
+        "small": jnp.arange(1000, dtype=jnp.float32),  # packed
+        "big": jnp.arange(1 << 19, dtype=jnp.float32),  # 2 MiB: stored alone
+    }
+    buffers = np.full(5, 7.0, np.float32)  # a numpy leaf the caller changes in place
+    want = {k: np.array(v) for k, v in params.items()}
+    step_fn = jax.jit(lambda p: jax.tree.map(lambda x: x * 0 - 1, p), donate_argnums=0)
+    # Without a save pending, this jit really reuses the donated buffers.
+    probe = {k: v + 0 for k, v in params.items()}
+    pointers = {k: v.unsafe_buffer_pointer() for k, v in probe.items()}
+    assert step_fn(probe)["big"].unsafe_buffer_pointer() == pointers["big"]
+
+    # The background part of the save waits until the caller has donated and overwritten.
+    go = threading.Event()
+    finish = _layout.finish
+    monkeypatch.setattr(_layout, "finish", lambda *a: (go.wait(30), finish(*a))[1])
+    with CheckpointManager(tmp_path) as mgr:
+        mgr.save(1, params=params, state={"buf": buffers})
+        for _ in range(3):
+            params = step_fn(params)
+        buffers[:] = -5.0
+        jax.block_until_ready(params)
+        np.testing.assert_array_equal(params["big"], -1.0)
+        go.set()
+        mgr.wait()
+        c = mgr.restore(1)
+    for k in want:
+        np.testing.assert_array_equal(np.asarray(c.params[k]), want[k])
+    np.testing.assert_array_equal(c.state["buf"], np.full(5, 7.0, np.float32))
+
+
+def test_bad_arguments_raise_type_or_value_errors_that_say_what_is_accepted(tmp_path):
+    with CheckpointManager(tmp_path, async_save=False) as mgr:
+        mgr.save(np.int64(0), params={"w": jnp.ones(2)})  # any integer type is a step
+        bad_restores = [
+            ({"like": [{"w": jnp.ones(2)}]}, TypeError, "like=.* takes a Checkpoint or a mapping"),
+            ({"like": {"weights": {}}}, ValueError, "unknown entries 'weights'"),
+            ({"step": "abc"}, TypeError, r"restore\(step=...\) takes an int >= 0 or None"),
+            ({"step": True}, TypeError, "takes an int >= 0"),
+            ({"step": -1}, ValueError, "integers >= 0"),
+            ({"device": 3}, TypeError, "device= takes a platform name"),
+            ({"device": "tpu"}, ValueError, "no such device"),
+            ({"sharding": 3}, TypeError, "sharding= takes a jax.sharding.Sharding"),
+            ({"partial": "yes"}, TypeError, "partial must be True or False"),
+            ({"verify": 1}, TypeError, "verify must be True or False"),
+        ]
+        for kwargs, exc, match in bad_restores:
+            with pytest.raises(exc, match=match):
+                mgr.restore(**kwargs)
+        bad_saves = [
+            ((1.5,), {}, TypeError, r"save\(step=...\) takes an int >= 0, got float"),
+            ((1,), {"metrics": [1.0]}, TypeError, "metrics=.* takes a mapping"),
+            ((1,), {"metrics": {"loss": "low"}}, TypeError, "'loss' is 'low', not a number"),
+            ((1,), {"metrics": {"loss": float("nan")}}, ValueError, "must be finite"),
+            ((1,), {"force": "yes"}, TypeError, "force must be True or False"),
+        ]
+        for args, kwargs, exc, match in bad_saves:
+            with pytest.raises(exc, match=match):
+                mgr.save(*args, params={"w": jnp.ones(2)}, **kwargs)
+        with pytest.raises(TypeError, match=r"metadata\(step=...\) takes an int"):
+            mgr.metadata("x")
+        with pytest.raises(ValueError, match="use a step number, 'best' or 'latest'"):
+            mgr.export("first", tmp_path / "m.jnet")
+        with pytest.raises(TypeError, match="export.* takes a str or os.PathLike"):
+            mgr.export(0, 3)
+        assert mgr.all_steps() == [0]
+    bad_options = [
+        ({"best_mode": "avg"}, ValueError, "best_mode must be 'min' or 'max'"),
+        ({"max_to_keep": 0}, ValueError, "max_to_keep must be >= 1 or None"),
+        ({"max_to_keep": "3"}, TypeError, "max_to_keep must be an int >= 1 or None, got str"),
+        ({"keep_best": 2}, ValueError, "keep_best needs best_metric="),
+        ({"save_every": 0}, ValueError, "save_every must be >= 1"),
+        ({"async_save": "no"}, TypeError, "async_save must be True or False"),
+        ({"group_below": -1}, ValueError, "group_below must be >= 0"),
+        ({"best_metric": 3}, TypeError, "best_metric must be a metric name"),
+    ]
+    for kwargs, exc, match in bad_options:
+        with pytest.raises(exc, match=match):
+            CheckpointManager(tmp_path / "x", **kwargs)
+    with pytest.raises(TypeError, match="directory must be a str or os.PathLike"):
+        CheckpointManager(3)

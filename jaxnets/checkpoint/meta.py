@@ -1,0 +1,360 @@
+"""The ``meta`` item of a checkpoint step: the one reader, and the checks that come before any use.
+
+``meta`` is the JSON that describes a step (docs/checkpoints.md, "On disk"): format and version,
+the tree spec, per leaf its kind, shape, dtype and where its data is, the packed groups, the
+checksums of all array data, the model/optimizer configs, metrics and extras, and (format 2) the
+XXH3 checksum of itself. :func:`read_meta` reads it and :func:`check_meta` validates every field
+against every other one, so that nothing downstream (the manager's restore, the CLI) ever slices
+an array with an offset or a shape that was not checked. Both the manager and the CLI read
+metadata only through here.
+
+A meta that lies consistently (fields edited *and* its checksum recomputed) is beyond what a
+checksum can catch; everything that does not add up is refused.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import jax
+import xxhash
+
+from jaxnets.core.structure import LeafInfo
+from jaxnets.core.tree import spec_keys
+from jaxnets.errors import CheckpointError, JaxnetsError
+
+__all__ = [
+    "ARRAYS",
+    "FIELDS",
+    "FORMAT",
+    "GROUP_PREFIX",
+    "KINDS",
+    "META",
+    "VERSION",
+    "ArraySpec",
+    "array_specs",
+    "check_meta",
+    "describe",
+    "json_checksum",
+    "key_size",
+    "read_meta",
+    "seal",
+    "step_label",
+    "step_of",
+    "stored_infos",
+]
+
+FORMAT = "jaxnets.checkpoint"
+VERSION = 2  # 2: checksums of every array, group and of the meta itself; 1: jaxnets 0.1
+FIELDS = ("params", "state", "opt_state", "rng")
+ARRAYS, META = "arrays", "meta"  # the two orbax items of a step
+GROUP_PREFIX = "__group__."
+# "jax" (jax.Array), "key" (typed PRNG key array, stored as its uint32 key data), "numpy"
+# (np.ndarray), "npscalar" (np.generic), "py" (bool/int/float/str, value kept in the JSON).
+KINDS = ("jax", "key", "numpy", "npscalar", "py")
+
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_MAX_DIM = 1 << 48  # no real array has a dimension or a size above this: a lie, caught early
+_MAX_PROBLEMS = 10
+
+
+def step_of(step_dir: str | os.PathLike[str]) -> int | None:
+    """The step number a step directory's name gives (``ckpt/12`` -> 12), or None."""
+    name = Path(step_dir).name
+    return int(name) if name.isdigit() else None
+
+
+def step_label(step_dir: str) -> str:
+    """How errors name a step directory: ``"ckpt/3 (step 3)"``."""
+    step = step_of(step_dir)
+    return f"{step_dir} (step {step})" if step is not None else step_dir
+
+
+@functools.cache
+def key_size(impl: str) -> int:
+    """uint32 words per key of a PRNG impl (2 for threefry, 4 for rbg).
+
+    Raises:
+      ValueError: ``impl`` is not a PRNG implementation jax knows.
+    """
+    try:
+        return int(jax.random.key_data(jax.random.key(0, impl=impl)).shape[-1])
+    except Exception as e:  # jax raises ValueError/KeyError/TypeError for unknown impls
+        raise ValueError(f"unknown PRNG implementation {impl!r}") from e
+
+
+def json_checksum(value: Any) -> str:
+    """XXH3-64 of the canonical JSON text of ``value`` (sorted keys, no spaces).
+
+    Canonical, so that it does not depend on how a writer spaced the file: a stored meta is
+    parsed, and its checksum recomputed from the values it holds.
+    """
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return f"{xxhash.xxh3_64_intdigest(text.encode()):016x}"
+
+
+def seal(meta: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with its own checksum added under ``"xxh3"`` (what :func:`check_meta` verifies)."""
+    body = {k: v for k, v in meta.items() if k != "xxh3"}
+    return {**body, "xxh3": json_checksum(body)}
+
+
+def read_meta(step_dir: str | os.PathLike[str], *, verify: bool = True) -> dict[str, Any]:
+    """Reads and checks the ``meta`` item of one step directory. Opens no CheckpointManager.
+
+    Args:
+      step_dir: the step directory (``ckpt/12``).
+      verify: check the metadata's own checksum (the structural checks always run).
+
+    Returns:
+      The metadata, every field checked (see :func:`check_meta`).
+
+    Raises:
+      CheckpointError: the file is missing, unreadable, not JSON, not a jaxnets checkpoint's, of
+        a newer format, corrupted or inconsistent; the message names the step and the field/key.
+    """
+    import orbax.checkpoint as ocp
+
+    step_dir = os.fspath(step_dir)
+    where = os.path.join(step_dir, META)
+    try:
+        meta = ocp.JsonCheckpointHandler().restore(Path(where))
+    except (OSError, ValueError, RecursionError) as e:  # missing, unreadable, not JSON
+        raise CheckpointError(
+            f"{step_label(step_dir)}: cannot read the checkpoint metadata ({type(e).__name__}: {e}).",
+            file=where,
+        ) from e
+    return check_meta(meta, step_dir=step_dir, verify=verify)
+
+
+def check_meta(meta: Any, *, step_dir: str, verify: bool = True) -> dict[str, Any]:
+    """Checks a step's metadata: its checksum (if ``verify``), then that every field adds up.
+
+    Checked always: format and version; the step number; the tree spec parses and names exactly
+    the stored leaves, in order; every leaf has a known kind, a shape of non-negative ints and a
+    dtype; a packed leaf's group exists, has its dtype, and its offset is where the leaves before
+    it end (so offsets and shapes tile each group exactly, with no gap or overlap); every group's
+    length is the sum of its leaves; checksums are well formed; metrics are numbers.
+
+    Args:
+      meta: the parsed JSON.
+      step_dir: the step directory it came from (named in errors).
+      verify: check the metadata's own checksum (format 1, from jaxnets 0.1, has none; its
+        arrays have none either, which :func:`verify_checksums` refuses).
+
+    Returns:
+      ``meta`` itself.
+
+    Raises:
+      CheckpointError: listing what is wrong, naming the step and the keys.
+    """
+    where = step_label(step_dir)
+
+    def fail(msg: str, path: str | None = None) -> CheckpointError:
+        return CheckpointError(f"{where}: {msg}", path=path, file=step_dir)
+
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise fail("not a jaxnets checkpoint (no jaxnets metadata).")
+    version = meta.get("version")
+    if type(version) is not int or version < 1:
+        raise fail(f"malformed checkpoint format version {version!r}: the metadata is corrupted.")
+    if version > VERSION:
+        raise fail(
+            f"written by a newer jaxnets (checkpoint format {version}, this one reads up to "
+            f"{VERSION}); upgrade jaxnets."
+        )
+    if verify and version >= 2:  # format 1 (jaxnets 0.1) has no checksums: see verify_checksums
+        body = {k: v for k, v in meta.items() if k != "xxh3"}
+        if meta.get("xxh3") != json_checksum(body):
+            raise fail(
+                "the metadata does not match its checksum: the file was corrupted or edited after "
+                "it was written. Restore another step."
+            )
+    problems = _problems(meta, version, step_of(step_dir))
+    if problems:
+        more = f"\n  ... and {len(problems) - _MAX_PROBLEMS} more" if len(problems) > _MAX_PROBLEMS else ""
+        lines = "\n".join(f"  {p}" for _, p in problems[:_MAX_PROBLEMS])
+        raise fail(f"inconsistent checkpoint metadata (corrupted or edited):\n{lines}{more}", problems[0][0])
+    return meta
+
+
+def _int(x: Any) -> bool:
+    return type(x) is int
+
+
+def _problems(meta: Mapping[str, Any], version: int, step: int | None) -> list[tuple[str | None, str]]:
+    out: list[tuple[str | None, str]] = []
+    if not _int(meta.get("step")) or (step is not None and meta["step"] != step):
+        out.append((None, f"step: {meta.get('step')!r}, but the directory is step {step}"))
+    try:
+        keys = spec_keys(meta.get("spec"))  # type: ignore[arg-type]
+    except (JaxnetsError, AttributeError, TypeError) as err:
+        return out + [(None, f"spec: malformed tree structure ({err})")]
+    leaves, groups = meta.get("leaves"), meta.get("groups")
+    if not isinstance(leaves, dict) or not isinstance(groups, dict):
+        return out + [(None, "leaves/groups: not JSON objects")]
+    if list(leaves) != keys if version >= 2 else set(leaves) != set(keys):
+        lost, extra = sorted(set(keys) - set(leaves)), sorted(set(leaves) - set(keys))
+        return out + [
+            (
+                (lost + extra + [None])[0],
+                f"leaves: do not match the tree spec (in the spec only: {lost[:5]}; in leaves "
+                f"only: {extra[:5]}; or in another order)",
+            )
+        ]
+    lengths: dict[str, int] = {}
+    for name, g in groups.items():
+        n: Any = g if version < 2 else (g.get("length") if isinstance(g, dict) else None)
+        if type(n) is not int or not 0 <= n <= _MAX_DIM:
+            out.append((GROUP_PREFIX + str(name), f"group {name}: malformed length {n!r}"))
+            continue
+        if version >= 2 and not _is_hex(g.get("xxh3")):
+            out.append((GROUP_PREFIX + name, f"group {name}: malformed checksum {g.get('xxh3')!r}"))
+        lengths[name] = n
+    ends = {name: 0 for name in lengths}
+    broken: set[str] = set()  # groups with a bad leaf: their later offsets would only echo it
+    for key, e in leaves.items():
+        why = _leaf_problem(e, version)
+        group = e.get("group") if isinstance(e, dict) else None
+        if why is None and group is not None and group not in broken:
+            size = _size(e)
+            data_dtype = "uint32" if e["kind"] == "key" else e["dtype"]
+            if group not in lengths:
+                why = f"packed into group {group!r}, which is not stored"
+            elif group != data_dtype:
+                why = f"{data_dtype} data packed into the {group} group"
+            elif e["offset"] != ends[group]:
+                why = (
+                    f"offset {e['offset']} in group {group}, but the leaves before it end at "
+                    f"{ends[group]}"
+                )
+            else:
+                ends[group] += size
+        if why is not None:
+            out.append((key, f"{key}: {why}"))
+            if isinstance(group, str):
+                broken.add(group)
+    for name, n in lengths.items():
+        if name not in broken and ends[name] != n:
+            out.append((GROUP_PREFIX + name, f"group {name}: length {n}, but its leaves add up to {ends[name]}"))
+    metrics = meta.get("metrics")
+    if metrics is not None and not (
+        isinstance(metrics, dict)
+        and all(type(v) in (int, float) for v in metrics.values())
+    ):
+        out.append((None, f"metrics: not a {{name: number}} object: {metrics!r:.200}"))
+    return out
+
+
+def _is_hex(x: Any) -> bool:
+    return isinstance(x, str) and _HEX16.fullmatch(x) is not None
+
+
+def _size(e: Mapping[str, Any]) -> int:
+    n = math.prod(e["shape"])
+    return n * key_size(e["impl"]) if e["kind"] == "key" else n
+
+
+def _leaf_problem(e: Any, version: int) -> str | None:
+    """What is wrong with one leaf entry, or None."""
+    if not isinstance(e, dict):
+        return "not a JSON object"
+    kind, shape, dtype = e.get("kind"), e.get("shape"), e.get("dtype")
+    if kind not in KINDS:
+        return f"unknown kind {kind!r}"
+    if not isinstance(shape, list) or not all(_int(d) and 0 <= d <= _MAX_DIM for d in shape):
+        return f"malformed shape {shape!r}"
+    if math.prod(shape) > _MAX_DIM:
+        return f"shape {shape} is impossibly large"
+    if not isinstance(dtype, str):
+        return f"malformed dtype {dtype!r}"
+    if kind == "py":
+        v = e.get("value")
+        if shape or "group" in e:
+            return "a Python scalar with a shape or a group"
+        t = type(v)
+        if e.get("float") is True:  # nan/inf, stored as text (JSON has no such numbers)
+            ok = t is str and v in ("nan", "inf", "-inf") and dtype == "float64"
+        else:
+            ok = (
+                (t is bool and dtype == "bool")
+                or (t is int and dtype in ("int64", "uint64", "object"))
+                or (t is float and dtype == "float64")
+                or (t is str and dtype.startswith("str"))
+            )
+        return None if ok else f"value {v!r:.100} does not fit dtype {dtype}"
+    if kind == "key":
+        try:
+            key_size(str(e.get("impl")))
+        except ValueError as err:
+            return str(err)
+        if not dtype.startswith("key<"):
+            return f"a PRNG key with dtype {dtype}"
+    if kind == "npscalar" and shape:
+        return f"a numpy scalar with shape {shape}"
+    if "group" in e:
+        if not isinstance(e["group"], str) or not _int(e.get("offset")) or e["offset"] < 0:
+            return f"malformed group/offset {e['group']!r}/{e.get('offset')!r}"
+    elif version >= 2 and e.get("xxh3") is not None and not _is_hex(e.get("xxh3")):
+        return f"malformed checksum {e.get('xxh3')!r}"
+    return None
+
+
+def stored_infos(meta: Mapping[str, Any]) -> dict[str, LeafInfo]:
+    """``{key: LeafInfo}`` of every stored leaf, as :func:`jaxnets.core.structure.compare` takes."""
+    return {k: LeafInfo(tuple(e["shape"]), e["dtype"]) for k, e in meta["leaves"].items()}
+
+
+class ArraySpec(NamedTuple):
+    """One entry of the orbax ``arrays`` item as the checked metadata describes it.
+
+    Attributes:
+      shape, dtype: what orbax must return (dtype as :func:`jaxnets.core.structure.dtype_name`).
+      xxh3: the checksum of its bytes (C order), or None where none was stored.
+      keys: the leaves stored in it (one, or every leaf of a packed group).
+    """
+
+    shape: tuple[int, ...]
+    dtype: str
+    xxh3: str | None
+    keys: tuple[str, ...]
+
+
+def array_specs(meta: Mapping[str, Any], keys: list[str]) -> dict[str, ArraySpec]:
+    """The orbax ``arrays`` entries that hold the leaves ``keys`` (of a checked ``meta``)."""
+    members: dict[str, list[str]] = {}
+    for k, e in meta["leaves"].items():
+        if "group" in e:
+            members.setdefault(e["group"], []).append(k)
+    out: dict[str, ArraySpec] = {}
+    for k in keys:
+        e = meta["leaves"][k]
+        if e["kind"] == "py":
+            continue
+        if "group" in e:
+            name = GROUP_PREFIX + e["group"]
+            if name not in out:
+                g = meta["groups"][e["group"]]
+                length, xxh3 = (g, None) if isinstance(g, int) else (g["length"], g["xxh3"])
+                out[name] = ArraySpec((length,), e["group"], xxh3, tuple(members[e["group"]]))
+        elif e["kind"] == "key":
+            shape = (*e["shape"], key_size(e["impl"]))
+            out[k] = ArraySpec(shape, "uint32", e.get("xxh3"), (k,))
+        else:
+            out[k] = ArraySpec(tuple(e["shape"]), e["dtype"], e.get("xxh3"), (k,))
+    return out
+
+
+def describe(name: str, spec: ArraySpec) -> str:
+    """``"params.fc1.weight"`` or ``"the packed group float32 (params.a, params.b, ... 40 leaves)"``."""
+    if not name.startswith(GROUP_PREFIX):
+        return name
+    shown = ", ".join(spec.keys[:3]) + (f", ... {len(spec.keys)} leaves" if len(spec.keys) > 3 else "")
+    return f"the packed group {name[len(GROUP_PREFIX):]} ({shown})"
