@@ -1,8 +1,12 @@
 """Writes tests/io/data/v0_1_*.jnet with jaxnets 0.1's writer (run once, at the 0.1 commit)."""
 import sys
-import jax, numpy as np, optax
+
+import jax
+import numpy as np
+
 import jaxnets
 from jaxnets import nn
+
 out = sys.argv[1]
 model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
 params, state = model.init(jax.random.key(0))
