@@ -20,7 +20,7 @@ import numpy as np
 from jaxnets.core import registry
 from jaxnets.core.structure import LeafInfo, compare, leaf_info
 from jaxnets.core.tree import flatten, map_with_keys, spec_keys, tree_from_spec
-from jaxnets.errors import FileFormatError, JaxnetsError
+from jaxnets.errors import FileFormatError, JaxnetsError, RegistryError
 from jaxnets.io import format as fmt
 from jaxnets.io import leaves, migrations
 from jaxnets.io import model_checks as checks
@@ -66,8 +66,9 @@ def _spec_call(fn: Callable[[], Any], file: str, what: str) -> Any:
     except JaxnetsError as e:
         if e.file is not None:
             raise
-        raise type(e)(f"{file}: stored {what} structure: {e}", path=e.path, file=file) from e
-    except (KeyError, TypeError, ValueError, AttributeError, RecursionError) as e:
+        cls = RegistryError if isinstance(e, RegistryError) else FileFormatError
+        raise cls(f"{file}: stored {what} structure: {e}", path=e.path, file=file) from e
+    except Exception as e:  # incl. whatever a registered class named in a "class" node raises
         raise FileFormatError(
             f"{file}: malformed stored {what} structure ({type(e).__name__}: {e}).", file=file
         ) from e

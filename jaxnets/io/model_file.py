@@ -231,14 +231,14 @@ def save(
         checks.template_infos(tpl_params, tpl_state),
         got,
         expected_name="the model",
-        got_name="the params and state to save",
+        got_name="save(params, state)",
         file=file,
         hint=f"{nothing} Save the params and state of model.init's structure (as training returns them).",
     )
     for what, tpl, tree in (("params", tpl_params, params), ("state", tpl_state, state)):
         if flatten(tree) or flatten(tpl):  # a model without buffers may be saved with state=None
             checks.check_containers(tpl, _placeholders(tree), what=what, expected_name="model.init",
-                                    got_name=f"the {what} to save", file=file)  # fmt: skip
+                                    got_name=f"save({what}=...)", file=file)  # fmt: skip
     trees: dict[str, Any] = {"params": tree_spec(params), "state": tree_spec(state)}
     stored_leaves = {"model": kinds.to_header()}
     if opt_state is not None:
@@ -253,13 +253,13 @@ def save(
                 checks.template_infos(tpl_opt),
                 _saved_infos(opt_flat, opt_sources, opt_kinds),
                 expected_name="optimizer.init(params)",
-                got_name="the opt_state to save",
+                got_name="save(opt_state=...)",
                 file=file,
                 hint=f"{nothing} Save the optimizer state that optimizer.init/update gave for these params.",
             )
             checks.check_containers(tpl_opt, _placeholders(opt_state), what="opt_state",
                                     expected_name="optimizer.init(params)",
-                                    got_name="the opt_state to save", file=file)  # fmt: skip
+                                    got_name="save(opt_state=...)", file=file)  # fmt: skip
     fields = {
         "format": fmt.MAGIC,
         "kind": "model",
