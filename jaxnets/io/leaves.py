@@ -311,8 +311,9 @@ def finish(
             continue
         if isinstance(x, np.ndarray):
             target = targets.get(k)
-            if target is not None:
-                x = x.astype(target)  # a fresh array: never a view of the file
+            if target is not None:  # the user's cast: a fresh array, never a view of the file
+                with np.errstate(invalid="ignore", over="ignore"):
+                    x = x.astype(target)
             if kind in ("numpy", "npscalar"):
                 done[k] = restore(kind, x)
                 continue
