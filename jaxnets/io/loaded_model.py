@@ -74,7 +74,7 @@ class LoadedModel:
                 "jaxnets.load_state_dict(model, path), then model.apply."
             )
 
-        def run(params: Any, state: Any, x: Any) -> Any:
+        def predict(params: Any, state: Any, x: Any) -> Any:
             return model.apply(params, state, x, train=False)[0]
 
-        return jax.jit(run)
+        return jax.jit(predict)

@@ -104,7 +104,9 @@ def _cached_template(model: Any) -> tuple[Any, Any]:
 
 
 def _template(model: Any) -> tuple[Any, Any]:
-    params, state = jax.eval_shape(model.init, jax.random.key(0))
+    # The key is made inside the trace too: an eager jax.random.key would compile an XLA program
+    # on every fresh process's first load, before the user's first prediction.
+    params, state = jax.eval_shape(lambda: model.init(jax.random.key(0)))
     return params, state
 
 
