@@ -207,14 +207,15 @@ def _bad(file: str, what: str) -> FileFormatError:
 
 
 # --- what each leaf becomes on load -----------------------------------------------------------
-def dtype_policy(policy: DtypePolicy) -> Callable[[str, np.dtype], np.dtype | None]:
-    """``(key, stored dtype) -> target dtype or None`` for a dtype policy (floats only).
+def dtype_policy(policy: DtypePolicy) -> Callable[[str, np.dtype], np.dtype | None] | None:
+    """``(key, stored dtype) -> target dtype or None`` for a dtype policy (floats only); None for
+    no policy.
 
     Raises:
       TypeError: the policy names something that is not a dtype.
     """
     if policy is None:
-        return lambda key, dt: None
+        return None
     if isinstance(policy, Mapping):
         rules = [(str(p), jnp.dtype(d)) for p, d in policy.items()]
 

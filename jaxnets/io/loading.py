@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxnets.core import registry
 from jaxnets.core.structure import LeafInfo, compare, leaf_info
-from jaxnets.core.tree import flatten, map_with_keys, spec_keys, tree_from_spec
+from jaxnets.core.tree import flatten, map_with_keys, spec_keys, tree_from_spec, tree_spec
 from jaxnets.errors import FileFormatError, JaxnetsError, RegistryError
 from jaxnets.io import format as fmt
 from jaxnets.io import leaves, migrations
@@ -105,10 +105,9 @@ def _agree(spec: list[str], stored: list[str], file: str, what: str) -> None:
 _ANY = LeafInfo((), "")
 
 
-
 # --- checks against the model ---------------------------------------------------------------------
 def _check_model(
-    template: tuple[Any, Any],
+    template: checks.Template,
     got: Mapping[str, LeafInfo],
     cast: Collection[str],
     file: str,
@@ -116,7 +115,7 @@ def _check_model(
     upgraded: bool,
 ) -> None:
     checks.check_fits(
-        checks.template_infos(*template),
+        template.infos,
         got,
         expected_name="the model",
         got_name=f"{file} (after upgrades)" if upgraded else file,
@@ -132,15 +131,9 @@ def _check_model(
     )
 
 
-def _check_containers(
-    template: Any, spec: Any, file: str, what: str, expected_name: str
-) -> None:
-    keys = _spec_keys(spec, file, what)
-    if not keys and not flatten(template):
-        return  # a model without buffers saved with state=None: nothing to compare
-    stored = _build(spec, dict.fromkeys(keys, checks.LEAF), file, what)
+def _check_containers(want: Any, spec: Any, file: str, what: str, expected_name: str) -> None:
     checks.check_containers(
-        template, stored, what=what, expected_name=expected_name, got_name=file, file=file
+        want, spec, what=what, expected_name=expected_name, got_name=file, file=file
     )
 
 
@@ -168,7 +161,8 @@ def _check_opt(
             else "The optimizer state must be the stored optimizer's for the stored params."
         ),
     )
-    _check_containers(tpl_opt, spec, file, "optimizer state", "optimizer.init(params)")
+    want = _spec_call(lambda: tree_spec(tpl_opt), file, "optimizer state")
+    _check_containers(want, spec, file, "optimizer state", "optimizer.init(params)")
 
 
 def _stored_infos(
@@ -243,17 +237,20 @@ def load(
     trees = _trees(h, file)
     index = {g: reader.infos(g) for g in _GROUPS}
     kinds = leaves.decode(h.get("leaves"), index, file)
+    # The header agrees with itself: each group's trees name exactly the entries stored for it.
+    tree_keys = {n: _spec_keys(spec, file, n) for n, spec in trees.items()}
     for group, names in (("model", ("params", "state")), ("opt_state", ("opt_state",))):
         stored = [*index[group], *kinds[group].py]
         if any(n in trees for n in names):
-            spec = [k for n in names for k in _spec_keys(trees.get(n, _NO_TREE), file, n)]
-            _agree(spec, stored, file, " and ".join(names))
+            _agree([k for n in names for k in tree_keys.get(n, [])], stored, file, " and ".join(names))
         elif group == "opt_state" and stored:
             _agree([], stored, file, "optimizer state")
-    targets = leaves.cast_targets(cast, {
-        k: fmt.storage_dtype(e.dtype, file=file)
-        for k, e in reader.entries("model").items() if not e.prng_impl
-    })  # fmt: skip
+    targets: dict[str, np.dtype] = {}
+    if cast is not None:
+        targets = leaves.cast_targets(cast, {
+            k: fmt.storage_dtype(e.dtype, file=file)
+            for k, e in reader.entries("model").items() if not e.prng_impl
+        })  # fmt: skip
 
     model = template = None
     plan: migrations.Plan = []
@@ -269,30 +266,33 @@ def load(
     check_opt = template is not None and optimizer is not None and "opt_state" in trees
     if template is not None and not plan:  # from the header alone, before any tensor is read
         _check_model(template, got, targets, file, upgraded=False)
-        for what, tpl in zip(("params", "state"), template):
-            _check_containers(tpl, trees.get(what, _NO_TREE), file, what, "the model")
+        for what, want in zip(("params", "state"), template.specs):
+            _check_containers(want, trees.get(what, _NO_TREE), file, what, "the model")
         if check_opt:
-            _check_opt(optimizer, template[0], got, opt_got, trees["opt_state"], file, upgraded=False)
+            _check_opt(optimizer, template.params, got, opt_got, trees["opt_state"], file, upgraded=False)
 
     data = reader.read_all(verify=verify)
     flat: dict[str, Any] = {**data["model"], **kinds["model"].py}
     if plan and template is not None:
         flat = migrations.upgrade(flat, plan, file)
-        targets = leaves.cast_targets(cast, {k: v.dtype for k, v in flat.items() if isinstance(v, np.ndarray)})
+        if cast is not None:
+            targets = leaves.cast_targets(cast, {k: v.dtype for k, v in flat.items() if isinstance(v, np.ndarray)})
         got = _loaded_infos(flat, targets)
         _check_model(template, got, targets, file, upgraded=True)
         if check_opt:
-            _check_opt(optimizer, template[0], got, opt_got, trees["opt_state"], file, upgraded=True)
+            _check_opt(optimizer, template.params, got, opt_got, trees["opt_state"], file, upgraded=True)
     flat = leaves.finish(flat, kinds["model"], targets, place, file)
 
     if plan and template is not None:  # the stored structure is the old layout's: use the model's
-        params, state = (map_with_keys(lambda k, _: flat[k], t) for t in template)
+        params, state = (map_with_keys(lambda k, _: flat[k], t) for t in template[:2])
     elif "params" in trees:
         params = _build(trees["params"], flat, file, "params")
         state = _build(trees.get("state", _NO_TREE), flat, file, "state")
         if template is not None:  # no params or buffers: the model's own empty containers
-            params = params if flatten(params) or flatten(template[0]) else template[0]
-            state = state if flatten(state) or flatten(template[1]) else template[1]
+            if not tree_keys["params"] and not flatten(template.params):
+                params = template.params
+            if not tree_keys.get("state") and not flatten(template.state):
+                state = template.state
     else:
         params, state = flat, None
     opt_state = None

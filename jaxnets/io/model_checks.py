@@ -21,8 +21,8 @@ checks"):
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Mapping
-from typing import Any
+from collections.abc import Collection, Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,12 +39,13 @@ from jaxnets.core.structure import (
     dtype_name,
     leaf_info,
 )
-from jaxnets.core.tree import flatten, map_with_keys
+from jaxnets.core.tree import flatten, map_with_keys, spec_keys, tree_spec
 from jaxnets.errors import FileFormatError, StateDictError
 
 __all__ = [
     "rebuild_model",
     "rebuild_optimizer",
+    "Template",
     "model_template",
     "optimizer_template",
     "abstract_like",
@@ -98,22 +99,38 @@ def is_optimizer(x: Any) -> bool:
     )
 
 
+class Template(NamedTuple):
+    """What ``model.init`` gives, traced abstractly (``jax.eval_shape``: nothing is computed).
+
+    Attributes:
+      params, state: ``jax.ShapeDtypeStruct`` trees.
+      infos: ``{key: LeafInfo}`` of both, in one namespace as in files (do not modify: cached).
+      specs: the tree specs of params and state (:func:`jaxnets.tree_spec`).
+    """
+
+    params: Any
+    state: Any
+    infos: dict[str, LeafInfo]
+    specs: tuple[dict[str, Any], dict[str, Any]]
+
+
 @functools.lru_cache(maxsize=64)
-def _cached_template(model: Any) -> tuple[Any, Any]:
+def _cached_template(model: Any, x64: bool) -> Template:
     return _template(model)
 
 
-def _template(model: Any) -> tuple[Any, Any]:
+def _template(model: Any) -> Template:
     # The key is made inside the trace too: an eager jax.random.key would compile an XLA program
     # on every fresh process's first load, before the user's first prediction.
     params, state = jax.eval_shape(lambda: model.init(jax.random.key(0)))
-    return params, state
+    return Template(params, state, template_infos(params, state), (tree_spec(params), tree_spec(state)))
 
 
-def model_template(model: Any, *, file: str | None = None) -> tuple[Any, Any]:
-    """``(params, state)`` of ``model.init`` as ``jax.ShapeDtypeStruct`` trees (nothing computed).
+def model_template(model: Any, *, file: str | None = None) -> Template:
+    """The :class:`Template` of ``model.init``.
 
-    Cached per model (models are hashable frozen dataclasses), so saving every epoch traces once.
+    Cached per model (models are hashable frozen dataclasses) and 64-bit mode, so saving every
+    epoch or loading many files of one model traces once.
 
     Args:
       model: the model.
@@ -123,13 +140,19 @@ def model_template(model: Any, *, file: str | None = None) -> tuple[Any, Any]:
     try:
         hash(model)
     except TypeError:  # an unhashable hyperparameter: trace without the cache
-        fn: Callable[[Any], tuple[Any, Any]] = _template
+
+        def fn() -> Template:
+            return _template(model)
+
     else:
-        fn = _cached_template
+
+        def fn() -> Template:
+            return _cached_template(model, bool(jax.config.read("jax_enable_x64")))
+
     if file is None:
-        return fn(model)
+        return fn()
     try:
-        return fn(model)
+        return fn()
     except Exception as e:  # any error of a layer's init on stored hyperparameters (jax raises many types)
         raise FileFormatError(
             f"{file}: the model rebuilt from the file's config ({type(model).__name__}) cannot be "
@@ -168,13 +191,23 @@ def abstract_like(tree: Any, infos: Mapping[str, LeafInfo]) -> Any:
 
 def template_infos(params: Any, state: Any = None) -> dict[str, LeafInfo]:
     """``{key: LeafInfo}`` of a template (params and state in one namespace, as in files)."""
-    return {k: leaf_info(v) for k, v in flatten(_merge(params, state)).items()}
+    return {
+        k: LeafInfo(tuple(v.shape), _name(v.dtype)) if type(v) is jax.ShapeDtypeStruct else leaf_info(v)
+        for k, v in flatten(_merge(params, state)).items()
+    }
 
 
 # --- the dtype an entry will have -----------------------------------------------------------------
+# dtype names and dtypes cost microseconds each to work out; 20,000 entries share a few of them.
+_name = functools.cache(dtype_name)
+
+
 @functools.cache
-def _canonical(dtype: str) -> str:
-    return dtype_name(jax.dtypes.canonicalize_dtype(jnp.dtype(dtype)))
+def _dtype(name: str) -> np.dtype | None:
+    try:
+        return jnp.dtype(name)
+    except TypeError:  # "str", "key<fry>": not numeric dtypes, never canonicalised
+        return None
 
 
 def loaded_info(info: LeafInfo, target: np.dtype | None = None) -> LeafInfo:
@@ -184,9 +217,12 @@ def loaded_info(info: LeafInfo, target: np.dtype | None = None) -> LeafInfo:
     The comparison is in jax's terms for every leaf, numpy ones included: the model's ``init``,
     traced by ``jax.eval_shape``, gives jax's dtypes.
     """
-    if info.dtype.startswith("key<") or info.dtype == "str":
+    dtype = target if target is not None else _dtype(info.dtype)
+    if dtype is None or info.dtype.startswith("key<"):
         return info
-    return LeafInfo(info.shape, _canonical(dtype_name(target) if target is not None else info.dtype))
+    # Not cached by name: jax_enable_x64 may change between loads (jax caches this call itself).
+    name = _name(jax.dtypes.canonicalize_dtype(dtype))
+    return info if name == info.dtype else LeafInfo(info.shape, name)
 
 
 @functools.cache
@@ -237,40 +273,75 @@ def check_fits(
     )
 
 
-class _Leaf:
-    """A leaf placeholder: what jax sees of an entry when only containers are compared."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "*"
-
-
-LEAF = _Leaf()
+def _same_containers(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two tree specs (:func:`jaxnets.tree_spec`) describe the same containers, as jax's
+    treedefs compare them: dict (and class) children by key, whatever their order."""
+    t = a.get("t")
+    if t != b.get("t"):
+        return False
+    if t in ("leaf", "none"):
+        return True
+    if t in ("list", "tuple"):
+        return len(a["c"]) == len(b["c"]) and all(map(_same_containers, a["c"], b["c"]))
+    if t == "class" and a.get("name") != b.get("name"):
+        return False
+    ca, cb = dict(zip(a["k"], a["c"])), dict(zip(b["k"], b["c"]))
+    return ca.keys() == cb.keys() and all(_same_containers(ca[k], cb[k]) for k in ca)
 
 
 def check_containers(
-    expected: Any, got: Any, *, what: str, expected_name: str, got_name: str, file: str | None
+    want: Mapping[str, Any],
+    stored: Mapping[str, Any],
+    *,
+    what: str,
+    expected_name: str,
+    got_name: str,
+    file: str | None,
 ) -> None:
-    """Raises unless two trees with the same flat keys have the same containers (jax treedefs):
-    the model's params must not come back as buffers, nor its dicts as lists.
+    """Raises unless a stored tree spec has the containers of the template's: the
+    model's params must not come back as buffers, nor its dicts as lists.
+
+    Args:
+      want: the tree spec of the template (:attr:`Template.specs`, or ``tree_spec`` of one).
+      stored: the tree spec stored for it (already validated by ``spec_keys``).
 
     Raises:
       StateDictError: naming both structures; its report lists the keys on the wrong side.
     """
-    want: Any = jax.tree.structure(jax.tree.map(lambda _: LEAF, expected))
-    have: Any = jax.tree.structure(got)
-    if want == have:
+    if _same_containers(want, stored):
         return
-    report = compare(
-        dict.fromkeys(flatten(expected), LeafInfo((), "?")),
-        dict.fromkeys(flatten(got), LeafInfo((), "?")),
-    )
+    want_keys, stored_keys = spec_keys(want), spec_keys(stored)
+    if not want_keys and not stored_keys:
+        return  # no leaves either side: a model without buffers saved with state=None
+    report = compare(dict.fromkeys(want_keys, _ANY), dict.fromkeys(stored_keys, _ANY))
     lines = report.format(expected=expected_name, got=got_name).splitlines()[1:]
     raise StateDictError(
         f"{got_name}: the stored {what} are not structured as {expected_name}'s (containers, or "
-        f"params vs buffers, differ):\n  {expected_name}: {str(want):.300}\n"
-        f"  {got_name}: {str(have):.300}" + "".join("\n" + line for line in lines),
+        f"params vs buffers, differ):\n  {expected_name}: {_describe(want)}\n"
+        f"  {got_name}: {_describe(stored)}" + "".join("\n" + line for line in lines),
         report,
         file=file,
     )
+
+
+_ANY = LeafInfo((), "?")
+
+
+def _describe(spec: Mapping[str, Any]) -> str:
+    """A spec's containers in jax's notation (``{'0': {'bias': *, 'weight': *}}``), at most 300
+    characters."""
+
+    def go(node: Mapping[str, Any]) -> str:
+        t = node.get("t")
+        if t == "leaf":
+            return "*"
+        if t == "none":
+            return "None"
+        if t in ("list", "tuple"):
+            inner = ", ".join(go(c) for c in node["c"])
+            return f"[{inner}]" if t == "list" else f"({inner})"
+        inner = ", ".join(f"{k!r}: {go(c)}" for k, c in zip(node["k"], node["c"]))
+        return f"{node['name']}({inner})" if t == "class" else "{" + inner + "}"
+
+    text = go(spec)
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -24,7 +24,7 @@ from jaxnets.core import registry
 from jaxnets.core.model import is_model
 from jaxnets.core.state_dict import _merge, model_order, to_numpy
 from jaxnets.core.structure import LeafInfo, leaf_info
-from jaxnets.core.tree import _children, flatten, map_with_keys, tree_spec
+from jaxnets.core.tree import _children, flatten, tree_spec
 from jaxnets.errors import JaxnetsError, RegistryError
 from jaxnets.io import format as fmt
 from jaxnets.io import leaves
@@ -162,10 +162,6 @@ def _saved_infos(
     return {k: checks.loaded_info(i) for k, i in infos.items()}
 
 
-def _placeholders(tree: Any) -> Any:
-    return map_with_keys(lambda _k, _v: checks.LEAF, tree)
-
-
 def save(
     path: str | os.PathLike[str],
     model: Any,
@@ -225,21 +221,20 @@ def save(
     flat = dict(sorted(flat.items(), key=lambda kv: order.get(kv[0], len(order))))
     sources, kinds = _stored(flat, "model")
     got = _saved_infos(flat, sources, kinds)
-    tpl_params, tpl_state = checks.model_template(model)
+    template = checks.model_template(model)
     nothing = f"Nothing was written to {file}."
     checks.check_fits(
-        checks.template_infos(tpl_params, tpl_state),
+        template.infos,
         got,
         expected_name="the model",
         got_name="save(params, state)",
         file=file,
         hint=f"{nothing} Save the params and state of model.init's structure (as training returns them).",
     )
-    for what, tpl, tree in (("params", tpl_params, params), ("state", tpl_state, state)):
-        if flatten(tree) or flatten(tpl):  # a model without buffers may be saved with state=None
-            checks.check_containers(tpl, _placeholders(tree), what=what, expected_name="model.init",
-                                    got_name=f"save({what}=...)", file=file)  # fmt: skip
     trees: dict[str, Any] = {"params": tree_spec(params), "state": tree_spec(state)}
+    for what, want in zip(("params", "state"), template.specs):
+        checks.check_containers(want, trees[what], what=what, expected_name="model.init",
+                                got_name=f"save({what}=...)", file=file)  # fmt: skip
     stored_leaves = {"model": kinds.to_header()}
     if opt_state is not None:
         trees["opt_state"] = tree_spec(opt_state)
@@ -257,7 +252,7 @@ def save(
                 file=file,
                 hint=f"{nothing} Save the optimizer state that optimizer.init/update gave for these params.",
             )
-            checks.check_containers(tpl_opt, _placeholders(opt_state), what="opt_state",
+            checks.check_containers(tree_spec(tpl_opt), trees["opt_state"], what="opt_state",
                                     expected_name="optimizer.init(params)",
                                     got_name="save(opt_state=...)", file=file)  # fmt: skip
     fields = {
