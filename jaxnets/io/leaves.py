@@ -237,11 +237,12 @@ def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
     )
 
 
-def exact_for_jax(key: str, x: np.ndarray, file: str) -> np.ndarray:
+def exact_for_jax(key: str, x: np.ndarray, file: str, *, castable: bool = True) -> np.ndarray:
     """``x`` in the dtype jax will hold it in (64-bit types need x64), refusing any changed bit.
 
     Exact means bit for bit: a float64 NaN whose payload float32 cannot carry (jax would
-    canonicalise it) is refused like any rounded value, naming the key.
+    canonicalise it) is refused like any rounded value, naming the key. ``castable``: whether the
+    message may offer ``dtype=`` (the optimizer state is never cast).
     """
     canon = jax.dtypes.canonicalize_dtype(x.dtype)
     if canon == x.dtype:
@@ -256,10 +257,12 @@ def exact_for_jax(key: str, x: np.ndarray, file: str) -> np.ndarray:
         nan = np.isnan(x)
         if nan.any() and _same_bits(back[~nan], x[~nan]):
             what = "NaN payloads (bits a 32-bit NaN cannot carry: jax would change them)"
+    fix = "Enable it (jax.config.update('jax_enable_x64', True)) before loading"
+    if castable:
+        fix += f", or accept the rounding with dtype={{{key!r}: '{canon.name}'}}"
     raise JaxnetsError(
         f"{file}: {key}: {x.dtype.name} {what} that jax cannot hold exactly without 64-bit mode. "
-        f"Enable it (jax.config.update('jax_enable_x64', True)) before loading, or accept the "
-        f"rounding with dtype={{{key!r}: '{canon.name}'}}.",
+        f"{fix}.",
         path=key,
         file=file,
     )
@@ -298,11 +301,15 @@ def cast_targets(
 def finish(
     flat: Mapping[str, Any],
     kinds: GroupLeaves,
-    targets: Mapping[str, np.dtype],
+    targets: Mapping[str, np.dtype] | None,
     place: Callable[[dict[str, Any]], dict[str, Any]],
     file: str,
 ) -> dict[str, Any]:
-    """Each leaf as what it was saved as: cast by the policy, jax leaves exact and placed."""
+    """Each leaf as what it was saved as: cast by the policy, jax leaves exact and placed.
+
+    Args:
+      targets: ``{key: dtype}`` the ``dtype=`` policy casts to; None for a group never cast.
+    """
     done: dict[str, Any] = {}
     to_place: dict[str, Any] = {}
     for k, x in flat.items():
@@ -311,7 +318,7 @@ def finish(
             done[k] = x
             continue
         if isinstance(x, np.ndarray):
-            target = targets.get(k)
+            target = None if targets is None else targets.get(k)
             if target is not None:  # the user's cast: a fresh array, never a view of the file
                 with np.errstate(invalid="ignore", over="ignore"):
                     x = x.astype(target)
@@ -319,7 +326,7 @@ def finish(
                 done[k] = restore(kind, x)
                 continue
             if target is None:
-                x = exact_for_jax(k, x, file)
+                x = exact_for_jax(k, x, file, castable=targets is not None)
         to_place[k] = x
     placed = place(to_place) if to_place else {}
     return {k: placed[k] if k in placed else done[k] for k in flat}

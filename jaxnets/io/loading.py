@@ -88,9 +88,11 @@ def _build(spec: Any, flat: Mapping[str, Any], file: str, what: str) -> Any:
 def _agree(spec: list[str], stored: list[str], file: str, what: str) -> None:
     """The header agrees with itself: a stored tree names exactly the entries stored for it."""
     report = compare(dict.fromkeys(spec, _ANY), dict.fromkeys(stored, _ANY))
-    if report.keys_match:
+    if report.keys_match and len(set(spec)) == len(spec):
         return
     parts = []
+    if len(set(spec)) != len(spec):
+        parts.append(f"the {what} structures name an entry twice")
     if report.missing:
         parts.append(f"the {what} structure names entries the file lacks: {list(report.missing[:5])}")
     if report.unexpected:
@@ -263,6 +265,7 @@ def load(
         got = _stored_infos(index["model"], kinds["model"], targets)
         opt_got = _stored_infos(index["opt_state"], kinds["opt_state"], {})
     optimizer = checks.rebuild_optimizer(h.get("optimizer"), file)
+    metadata = registry.from_config(h.get("metadata"), file=file)
     check_opt = template is not None and optimizer is not None and "opt_state" in trees
     if template is not None and not plan:  # from the header alone, before any tensor is read
         _check_model(template, got, targets, file, upgraded=False)
@@ -297,9 +300,10 @@ def load(
         params, state = flat, None
     opt_state = None
     if "opt_state" in trees:
-        opt_flat = leaves.finish({**data["opt_state"], **kinds["opt_state"].py}, kinds["opt_state"], {}, place, file)
+        opt_flat = leaves.finish(
+            {**data["opt_state"], **kinds["opt_state"].py}, kinds["opt_state"], None, place, file
+        )
         opt_state = _build(trees["opt_state"], opt_flat, file, "optimizer state")
-    metadata = registry.from_config(h.get("metadata"), file=file)
     return LoadedModel(
         model,
         params,

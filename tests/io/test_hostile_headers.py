@@ -209,3 +209,12 @@ def test_mutated_header_fields_give_only_jaxnets_errors(tmp_path: Path, good: An
         path.unlink()
     # The search reaches past the first checks: some files load, the rest fail in several ways.
     assert outcomes.get("loaded", 0) > 10 and len(outcomes) >= 4, outcomes
+
+
+def test_key_in_both_params_and_state_structures_is_refused(tmp_path: Path, good: Any) -> None:
+    fields, _ = good
+    trees = dict(fields["trees"])
+    state = trees["state"]
+    trees["state"] = {"t": "dict", "k": [*state["k"], "0"], "c": [*state["c"], {"t": "dict", "k": ["weight"], "c": [{"t": "leaf"}]}]}
+    with pytest.raises(FileFormatError, match=r"h\.jnet: the header disagrees with itself.*name an entry twice"):
+        _load_with(tmp_path, good, trees=trees)

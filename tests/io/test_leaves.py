@@ -239,3 +239,15 @@ def test_hostile_leaves_section_is_a_file_format_error(tmp_path: Path, leaves: o
     path = write_model_file(tmp_path / "m.jnet", None, params, {}, kind="state_dict", leaves=leaves)
     with pytest.raises(FileFormatError, match=rf"m\.jnet: .*({match})"):
         jaxnets.load(path)
+
+
+def test_inexact_float64_optimizer_state_names_the_key_and_only_the_x64_fix(tmp_path: Path) -> None:
+    model = nn.Linear(2, 2)
+    params, state = model.init(jax.random.key(0))
+    with jax.enable_x64(True):
+        opt_state = {"lr": jnp.array(0.1, jnp.float64)}  # the optimizer state is never cast
+    jaxnets.save(tmp_path / "m.jnet", model, params, state, opt_state=opt_state)
+    with pytest.raises(JaxnetsError, match=r"m\.jnet: lr: float64 values .*jax_enable_x64'?, True\)\) before loading\.$"):
+        jaxnets.load(tmp_path / "m.jnet")
+    with jax.enable_x64(True):
+        assert jaxnets.load(tmp_path / "m.jnet").opt_state["lr"].dtype == jnp.float64
