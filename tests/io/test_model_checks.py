@@ -305,6 +305,26 @@ def test_upgrade_that_produces_the_wrong_shape_is_caught(tmp_path: Path) -> None
         jaxnets.load(tmp_path / "v1.jnet")
 
 
+def test_optimizer_state_of_the_old_layout_is_refused_after_an_upgrade(tmp_path: Path) -> None:
+    def make(version: int, upgrade=None):  # type: ignore[no-untyped-def]
+        @dataclass(frozen=True)
+        class Gain(nn.Module):
+            def init(self, k):  # type: ignore[no-untyped-def]
+                return {("w" if version == 1 else "weight"): jnp.ones(3)}, {}
+
+        return jaxnets.register(Gain, name="tests.io.checks.Gain", version=version, upgrade=upgrade)
+
+    old = make(1)()
+    params, state = old.init(jax.random.key(0))
+    opt = jaxnets.optim.adam(1e-3)
+    jaxnets.save(tmp_path / "v1.jnet", old, params, state, opt_state=opt.init(params), optimizer=opt)
+    make(2, lambda sd, v: {"weight": sd["w"]})
+    with pytest.raises(
+        StateDictError, match=r"(?s)optimizer state\) does not fit optimizer\.init\(params\).*0\.mu\.weight.*not the optimizer state"
+    ):
+        jaxnets.load(tmp_path / "v1.jnet")
+
+
 def test_adam_state_keeps_loading_with_its_model(tmp_path: Path) -> None:
     model, params, state = _bn_model()
     opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1e-3))
