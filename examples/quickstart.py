@@ -30,5 +30,5 @@ for _ in range(300):
 
 jaxnets.save("quickstart.jnet", model, params, state, opt_state=opt_state, optimizer=opt)
 loaded = jaxnets.load("quickstart.jnet")  # architecture, weights, optimizer: no code needed
-logits, _ = loaded.model.apply(loaded.params, loaded.state, x)
+logits = loaded.predict(x)  # the loaded model's apply in eval mode, compiled once by jax.jit
 print(f"loss {loss:.4f}; accuracy of the loaded model: {(logits.argmax(1) == y).mean():.1%}")

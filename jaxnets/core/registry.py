@@ -21,7 +21,9 @@ written by older versions of it are migrated on load.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -212,6 +214,12 @@ def to_config(obj: Any, *, path: str = "") -> Any:
       RegistryError: something in ``obj`` is neither plain data nor registered; the message gives
         its path inside ``obj``.
     """
+    if isinstance(obj, (int, np.integer)) and not isinstance(obj, (bool, np.bool_)):
+        if not -(1 << 63) <= int(obj) < (1 << 64):
+            raise RegistryError(
+                f"{_at(path)}: the int {int(obj)} does not fit in 64 bits; store it as a str.",
+                path=path,
+            )
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, (np.integer, np.floating, np.bool_)):
@@ -225,24 +233,35 @@ def to_config(obj: Any, *, path: str = "") -> Any:
         for k, v in obj.items():
             if not isinstance(k, str) or k in _TAGS:
                 raise RegistryError(
-                    f"config{path}: dict key {k!r} cannot be stored; use str keys other than "
+                    f"{_at(path)}: dict key {k!r} cannot be stored; use str keys other than "
                     f"{', '.join(_TAGS)}.",
                     path=path,
                 )
             out[k] = to_config(v, path=f"{path}.{k}")
         return out
     if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "biuf":
+            raise RegistryError(
+                f"{_at(path)}: cannot store a {obj.dtype.name} array in a config; config "
+                "arrays hold bool, int or float values (store other arrays as tensors).",
+                path=path,
+            )
         return {"__array__": obj.ravel().tolist(), "dtype": obj.dtype.name, "shape": list(obj.shape)}
     cls = type(obj)
     if _is_namedtuple_type(cls) or _is_dataclass_type(cls) or _has_config_methods(cls):
         name = registered_name(cls)
         return {"__class__": name, "config": to_config(_fields_of(obj), path=path)}
     raise RegistryError(
-        f"config{path or ' '}: cannot store {cls.__module__}.{cls.__qualname__} ({obj!r:.80}). "
+        f"{_at(path)}: cannot store {cls.__module__}.{cls.__qualname__} ({obj!r:.80}). "
         "Hyperparameters must be plain data (numbers, strings, tuples, lists, dicts) or "
         "registered classes (@jaxnets.register).",
         path=path,
     )
+
+
+def _at(path: str) -> str:
+    """Where in a config: ``metadata.mean``, or ``config[0]`` for a path below an unnamed root."""
+    return path if path and not path.startswith((".", "[")) else f"config{path}"
 
 
 def _fields_of(obj: Any) -> dict[str, Any]:
@@ -260,7 +279,8 @@ def _fields_of(obj: Any) -> dict[str, Any]:
 def from_config(config: Any, *, file: str | None = None) -> Any:
     """Rebuilds the object a config describes (the inverse of :func:`to_config`).
 
-    Configs usually come from files, so anything malformed in one is reported, never raised raw.
+    Configs usually come from files, so anything malformed in one is reported, never raised raw:
+    tagged dicts must have exactly their keys, arrays exactly their dtype's values and shape.
 
     Raises:
       RegistryError: a class name is not registered, or its config does not fit the class.
@@ -270,36 +290,87 @@ def from_config(config: Any, *, file: str | None = None) -> Any:
         return _from_config(config, file, 0)
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError, OverflowError) as e:
         raise FileFormatError(
-            f"{file or 'config'}: malformed config ({type(e).__name__}: {e}).", file=file
+            f"{_where(file)}malformed config ({type(e).__name__}: {e}).", file=file
         ) from e
+
+
+def _where(file: str | None) -> str:
+    return f"{file}: " if file else "config: "
+
+
+_TAG_KEYS = {
+    "__tuple__": {"__tuple__"},
+    "__class__": {"__class__", "config"},
+    "__array__": {"__array__", "dtype", "shape"},
+}
 
 
 def _from_config(config: Any, file: str | None, _depth: int) -> Any:
     if _depth > _MAX_DEPTH:
-        raise FileFormatError(f"{file or 'config'}: config nested deeper than {_MAX_DEPTH} levels.", file=file)
+        raise FileFormatError(f"{_where(file)}config nested deeper than {_MAX_DEPTH} levels.", file=file)
     if config is None or isinstance(config, (bool, int, float, str)):
         return config
     if isinstance(config, list):
         return [_from_config(v, file, _depth + 1) for v in config]
     if not isinstance(config, dict):
-        raise FileFormatError(f"{file or 'config'}: unexpected value {config!r:.80} in a config.", file=file)
+        raise FileFormatError(f"{_where(file)}unexpected value {config!r:.80} in a config.", file=file)
+    tags = [t for t in _TAGS if t in config]
+    if tags and (len(tags) > 1 or not set(config) <= _TAG_KEYS[tags[0]]):
+        raise FileFormatError(
+            f"{_where(file)}malformed config: a tagged dict with keys {sorted(map(str, config))[:6]}.",
+            file=file,
+        )
     if "__tuple__" in config:
-        return tuple(_from_config(v, file, _depth + 1) for v in config["__tuple__"])
+        items = config["__tuple__"]
+        if not isinstance(items, list):
+            raise FileFormatError(f"{_where(file)}malformed config: a __tuple__ that is not a list.", file=file)
+        return tuple(_from_config(v, file, _depth + 1) for v in items)
     if "__array__" in config:
-        try:
-            dtype = np.dtype(str(config["dtype"]))
-            if dtype.kind not in "biufc":  # numbers only: never object, bytes or void arrays
-                raise ValueError(f"dtype {dtype.name!r} is not numeric")
-            return np.asarray(config["__array__"], dtype=dtype).reshape(config["shape"])
-        except (TypeError, ValueError, KeyError, OverflowError) as e:
-            raise FileFormatError(f"{file or 'config'}: malformed array in a config ({e}).", file=file) from e
+        return _array(config, file)
     if "__class__" in config:
         entry = lookup(str(config["__class__"]), file=file)
         fields = _from_config(config.get("config", {}), file, _depth + 1)
         if not isinstance(fields, dict):
-            raise FileFormatError(f"{file or 'config'}: config of {entry.name} is not a dict.", file=file)
+            raise FileFormatError(f"{_where(file)}config of {entry.name} is not a dict.", file=file)
         return _construct(entry, fields, file)
     return {k: _from_config(v, file, _depth + 1) for k, v in config.items()}
+
+
+def _array(config: dict[str, Any], file: str | None) -> np.ndarray:
+    """A small numpy array from ``{"__array__": flat values, "dtype": name, "shape": [...]}``,
+    refusing any value its dtype cannot hold exactly (never a silent wrap, overflow or rounding)."""
+    values, shape, name = config["__array__"], config.get("shape"), config.get("dtype")
+    try:
+        dtype = np.dtype(name) if isinstance(name, str) else np.dtype("O")
+    except TypeError:
+        dtype = np.dtype("O")
+    if dtype.kind not in "biufc" or dtype.fields is not None or dtype.shape:
+        problem = f"dtype {name!r:.40} is not a numeric dtype"
+    elif not isinstance(values, list) or not all(isinstance(v, (bool, int, float)) for v in values):
+        problem = "the values are not a flat list of numbers"
+    elif (
+        not isinstance(shape, list)
+        or not all(type(d) is int and d >= 0 for d in shape)
+        or math.prod(shape) != len(values)
+    ):
+        problem = f"shape {shape!r:.60} does not hold {len(values)} values"
+    else:
+        try:
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # inexact values are reported below
+                arr = np.asarray(values, dtype=dtype)
+        except (OverflowError, ValueError, TypeError) as e:
+            problem = f"values out of range for {dtype.name} ({e})"
+        else:
+            back = arr.tolist()
+            if all(a == b or (a != a and b != b) for a, b in zip(back, values)):
+                return arr.reshape(shape)
+            problem = f"values that {dtype.name} cannot hold exactly"
+    raise FileFormatError(
+        f"{_where(file)}malformed array in a config: {problem}; the file is corrupted or was not "
+        "written by jaxnets.",
+        file=file,
+    )
 
 
 def _construct(entry: RegistryEntry, fields: dict[str, Any], file: str | None) -> Any:
@@ -317,10 +388,11 @@ def _construct(entry: RegistryEntry, fields: dict[str, Any], file: str | None) -
             if unknown:
                 raise TypeError(f"unknown field(s) {unknown}; the class has {sorted(known)}") from None
             raise
-    except (TypeError, ValueError) as e:  # a field the class rejects (a bad hyperparameter)
-        where = f"{file}: " if file else ""
+    except (FileFormatError, RegistryError):
+        raise  # a nested config's own problem, already named
+    except Exception as e:  # whatever a class's own checks raise on stored fields (user code)
         raise RegistryError(
-            f"{where}cannot rebuild {entry.name} from its stored config ({e}). Was the file "
-            f"written by another version of {entry.name}?",
+            f"{file + ': ' if file else ''}cannot rebuild {entry.name} from its stored config "
+            f"({type(e).__name__}: {e}). Was the file written by another version of {entry.name}?",
             file=file,
         ) from e

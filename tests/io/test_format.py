@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_dtypes
 import msgpack
 import numpy as np
@@ -127,9 +128,9 @@ def test_every_dtype_round_trips_bit_exactly(tmp_path: Path) -> None:
 
 def test_64_bit_entries_load_exactly_or_not_at_all_without_x64(tmp_path: Path) -> None:
     path = tmp_path / "a.jnet"
-    jaxnets.save_state_dict(
-        path, {"count": np.array(7, np.int64), "x": np.array([0.1], np.float64)}, fsync=False
-    )
+    with jax.enable_x64(True):  # jax arrays (numpy ones come back as numpy, 64-bit and all)
+        tree = {"count": jnp.array(7, jnp.int64), "x": jnp.array([0.1], jnp.float64)}
+    jaxnets.save_state_dict(path, tree, fsync=False)
     with pytest.raises(JaxnetsError, match=r"x: float64 values .*jax_enable_x64"):
         jaxnets.load(path)
     loaded = jaxnets.load(path, dtype={"x": "float32"}).params
