@@ -7,7 +7,7 @@ from jaxnets.nn.conv import Conv1d, Conv2d, ConvTranspose2d
 from jaxnets.nn.dropout import Dropout
 from jaxnets.nn.embedding import Embedding
 from jaxnets.nn.linear import Flatten, Identity, Linear
-from jaxnets.nn.module import Bound, Key, Module, Output, Params, State
+from jaxnets.nn.module import Bound, Buffer, Key, Module, Output, Parameter, Params, State
 from jaxnets.nn.norm import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from jaxnets.nn.pooling import AdaptiveAvgPool2d, AvgPool2d, MaxPool2d
 
@@ -17,6 +17,7 @@ __all__ = [
     "BatchNorm1d",
     "BatchNorm2d",
     "Bound",
+    "Buffer",
     "Conv1d",
     "Conv2d",
     "ConvTranspose2d",
@@ -34,6 +35,7 @@ __all__ = [
     "Module",
     "Output",
     "MultiheadAttention",
+    "Parameter",
     "Params",
     "ReLU",
     "Sequential",
