@@ -8,19 +8,24 @@ initialiser (used by ``nn.Parameter`` and ``nn.Buffer``).
 Fast, reproducible draws (design note). A cold ``model.init`` used to spend nearly all its time
 compiling: ``jax.random.uniform`` and ``split`` compile one XLA program per distinct shape, and
 ResNet-18 has 13 weight shapes (17 s on 2 cores). Here :func:`split` and every float32 draw with a
-threefry key give the same numbers as ``jax.random.split``/``uniform``/``normal`` of that key and
-shape under jax's default threefry (``jax_threefry_partitionable``, on since jax 0.5), in which
-value ``i`` of a draw depends only on the key and the counter ``i``. So eagerly a draw of any
-shape is computed by one threefry program of ``_BLOCK`` counters run over the blocks of the
-draw, one small program per kind of draw (uniform, normal, truncated normal) that turns words
-into floats, and the host, which joins the blocks and applies ``* std``/``+ mean`` as single
-float32 operations: three compiled programs serve every shape. Under a trace (``jit``,
-``eval_shape``, ``vmap``) the same operations run as one computation, separated by optimisation
-barriers so that XLA cannot fuse them into differently rounded ones. Hence ``model.init(key)``
-and ``jax.jit(model.init)(key)`` give the same values, bit for bit (tests/nn/test_init.py), and the
-values depend on neither jax's partitionable flag nor the machine: threefry is integer
-arithmetic and the float steps are fixed IEEE float32 operations. Keys of other implementations
-(``rbg``) and non-float32 dtypes go through ``jax.random`` unchanged.
+threefry key use jax's default threefry scheme (``jax_threefry_partitionable``, on since jax 0.5),
+in which value ``i`` of a draw depends only on the key and the counter ``i``: so eagerly a draw of
+any shape is one threefry program of ``_BLOCK`` counters run over the blocks of the draw, plus
+one small program per kind of draw that turns the bits into floats, the blocks being joined on
+the host. Three compiled programs serve every shape. Under a trace (``jit``, ``eval_shape``,
+``vmap``) the same expressions run as one computation of the whole draw.
+
+What a key means: :func:`split` gives ``jax.random.split``'s keys; :func:`uniform` (every torch
+default init) gives ``(2u - 1) * bound``, where ``u`` is jax.random.uniform's ``[0, 1)`` value of
+the same key and counter: exact but for one rounding, so the same on every IEEE machine, and
+equal to ``jax.random.uniform(key, shape, minval=-bound, maxval=bound)`` on CPUs with fused
+multiply-add (all x86-64 since 2013, all arm64); ``normal(std=1)`` is ``jax.random.normal``.
+``model.init(key)`` and ``jax.jit(model.init)(key)`` give the same values, bit for bit
+(tests/nn/test_init.py), whatever jax's partitionable flag says. Draws whose float steps are
+not exact (``normal``, ``trunc_normal``, ``uniform(a, b)``) are the same eager and under jit
+on one backend, and can differ in the last bit between backends that fuse multiply-adds
+differently, as jax.random's own do. Keys of other implementations (``rbg``) and non-float32
+dtypes go through ``jax.random`` unchanged.
 """
 
 from __future__ import annotations
@@ -78,10 +83,14 @@ def _threefry_data(key: Any) -> Any:
     return None
 
 
-def _unit_uniform(bits: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
-    """float32 in ``[lo, hi)`` from uint32 bits: jax.random.uniform's exact expressions."""
+def _unit(bits: jax.Array) -> jax.Array:
+    """float32 in ``[0, 1)`` from uint32 bits, exactly (23 random mantissa bits), as jax does."""
     f = lax.bitwise_or(lax.shift_right_logical(bits, np.uint32(32 - 23)), np.float32(1.0).view(np.uint32))
-    u = lax.bitcast_convert_type(f, jnp.float32) - np.float32(1.0)
+    return lax.bitcast_convert_type(f, jnp.float32) - np.float32(1.0)
+
+
+def _between(u: jax.Array, lo: Any, hi: Any) -> jax.Array:
+    """jax.random.uniform's ``[lo, hi)`` from ``u`` in ``[0, 1)`` (its exact expressions)."""
     return lax.max(lo, u * (hi - lo) + lo)
 
 
@@ -89,20 +98,33 @@ _SQRT2 = np.float32(np.sqrt(2))
 _NEXT_M1 = np.nextafter(np.float32(-1.0), np.float32(0.0))
 
 
-def _transform(kind: str, bits: jax.Array, lo: jax.Array, hi: jax.Array) -> jax.Array:
-    """float32 values from uint32 bits, with jax.random's exact expressions.
+def _transform(kind: str, scaled: bool, bits: jax.Array, p: tuple[Any, ...]) -> jax.Array:
+    """float32 values from uint32 bits and the float32 scalars ``p`` of the kind of draw.
 
-    ``uniform``: U(lo, hi). ``normal``: N(0, 1) (``lo``, ``hi`` unused). ``trunc_normal``:
-    N(0, 1) cut to ``[lo, hi]``.
+    * ``symmetric``, ``p = (b,)``: U(-b, b) as ``(2u - 1) * b``. ``2u - 1`` is exact and the
+      product is rounded once, so the value does not depend on whether a backend fuses
+      multiply-adds (it is the value jax.random.uniform gives where ``u * 2b - b`` is fused).
+    * ``uniform``, ``p = (lo, hi)``: U(lo, hi), jax.random.uniform's expressions.
+    * ``normal``, ``p = (mean, std)``: ``z = sqrt(2) * erfinv(u)`` as jax.random.normal, then
+      ``z * std + mean`` if ``scaled``.
+    * ``trunc_normal``, ``p = (erf(a/sqrt2), erf(b/sqrt2), above a, below b, mean, std)``: ``z``
+      from ``u`` between the first two, cut to the next two, then scaled.
+
+    Every transcendental of a scalar is computed by the caller on the host: under jit the scalars
+    are constants, and XLA folds constants with other code than it compiles.
     """
+    u = _unit(bits)
+    if kind == "symmetric":
+        return (u * np.float32(2.0) - np.float32(1.0)) * p[0]
     if kind == "uniform":
-        return _unit_uniform(bits, lo, hi)
+        return _between(u, p[0], p[1])
     if kind == "normal":
-        return _SQRT2 * lax.erf_inv(_unit_uniform(bits, jnp.float32(_NEXT_M1), jnp.float32(1.0)))
-    if kind == "trunc_normal":
-        z = _SQRT2 * lax.erf_inv(_unit_uniform(bits, lax.erf(lo / _SQRT2), lax.erf(hi / _SQRT2)))
-        return jnp.clip(z, jnp.nextafter(lo, jnp.float32(np.inf)), jnp.nextafter(hi, jnp.float32(-np.inf)))
-    raise ValueError(f"unknown kind of draw {kind!r}")
+        z = _SQRT2 * lax.erf_inv(_between(u, jnp.float32(_NEXT_M1), jnp.float32(1.0)))
+    elif kind == "trunc_normal":
+        z = jnp.clip(_SQRT2 * lax.erf_inv(_between(u, p[0], p[1])), p[2], p[3])
+    else:
+        raise ValueError(f"unknown kind of draw {kind!r}")
+    return z * p[-1] + p[-2] if scaled else z
 
 
 def _words(kd: jax.Array, hi: Any, start: Any, size: int) -> tuple[jax.Array, jax.Array]:
@@ -133,9 +155,9 @@ def _all_words(kd: jax.Array, n: int) -> tuple[jax.Array, jax.Array]:
 _words_block = jax.jit(functools.partial(_words, size=_BLOCK))
 
 
-@functools.partial(jax.jit, static_argnums=(0,))
-def _finish(kind: str, b1: jax.Array, b2: jax.Array, lo: Any, hi: Any) -> jax.Array:
-    return _transform(kind, lax.bitwise_xor(b1, b2), lo, hi)
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _finish(kind: str, scaled: bool, b1: jax.Array, b2: jax.Array, *p: Any) -> jax.Array:
+    return _transform(kind, scaled, lax.bitwise_xor(b1, b2), p)  # type: ignore[arg-type]
 
 
 def _eager_words(kd: jax.Array, n: int) -> list[tuple[jax.Array, jax.Array]]:
@@ -174,49 +196,34 @@ def split(key: jax.Array, num: int = 2) -> list[jax.Array]:
 
 
 def _draw(
-    key: jax.Array,
-    shape: Sequence[int],
-    kind: str,
-    lo: float = 0.0,
-    hi: float = 0.0,
-    *,
-    mean: float = 0.0,
-    std: float = 1.0,
+    key: jax.Array, shape: Sequence[int], kind: str, *p: float, scaled: bool = False
 ) -> jax.Array | None:
-    """``mean + std * draw`` of ``shape``, float32 (module docstring); None for a non-threefry key.
+    """A float32 draw of ``shape`` (see :func:`_transform`); None for a non-threefry key.
 
-    The eager path computes the draw in blocks and scales it on the host; under a trace the same
-    float32 operations are separated by optimisation barriers, so that XLA cannot fuse them (or
-    the caller's next operation) into a computation that rounds differently.
+    Both paths evaluate the same expression of :func:`_transform` (so XLA fuses it, and rounds
+    it, the same way): eagerly block by block, joined on the host; under a trace in one piece.
     """
     shape = tuple(int(d) for d in shape)
     n = math.prod(shape)
     kd = _threefry_data(key)
     if kd is None:
         return None
-    f32 = np.float32
+    f32 = tuple(np.float32(v) for v in p)
     if isinstance(kd, jax.core.Tracer):  # under jit/eval_shape/vmap: one XLA computation
-        b1, b2 = _all_words(kd, n)
-        flo, fhi, fstd, fmean = lax.optimization_barrier((f32(lo), f32(hi), f32(std), f32(mean)))
-        out = lax.optimization_barrier(_transform(kind, lax.bitwise_xor(b1, b2), flo, fhi))
-        if std != 1.0:
-            out = lax.optimization_barrier(out * fstd)
-        if mean != 0.0:
-            out = lax.optimization_barrier(out + fmean)
-        return jnp.reshape(out, shape)
-    blocks = [np.asarray(_finish(kind, *words, f32(lo), f32(hi))) for words in _eager_words(kd, n)]
+        return jnp.reshape(_transform(kind, scaled, lax.bitwise_xor(*_all_words(kd, n)), f32), shape)
+    blocks = [np.asarray(_finish(kind, scaled, *words, *f32)) for words in _eager_words(kd, n)]
     host = blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
-    host = host[:n].reshape(shape)
-    if std != 1.0:  # one float32 operation each, rounded as XLA rounds it
-        host = host * f32(std)
-    if mean != 0.0:
-        host = host + f32(mean)
-    return jax.device_put(host)  # no program (jnp.asarray compiles one per shape)
+    return jax.device_put(host[:n].reshape(shape))  # no program (jnp.asarray compiles one per shape)
 
 
 def uniform(key: jax.Array, shape: Sequence[int], bound: float, dtype: str = "float32") -> jax.Array:
-    """``U(-bound, bound)``: the values of ``jax.random.uniform(key, shape, dtype, -bound, bound)``."""
-    return _uniform(key, shape, -bound, bound, dtype)
+    """``U(-bound, bound)``: the values of ``jax.random.uniform(key, shape, dtype, -bound, bound)``
+    on a CPU with fused multiply-add (float32; see :func:`_transform` for why on every backend)."""
+    if jnp.dtype(dtype) == jnp.float32:
+        out = _draw(key, shape, "symmetric", bound)
+        if out is not None:
+            return out
+    return jax.random.uniform(key, tuple(shape), jnp.dtype(dtype), -bound, bound)
 
 
 def _uniform(key: jax.Array, shape: Sequence[int], a: float, b: float, dtype: str) -> jax.Array:
@@ -256,7 +263,7 @@ def xavier_uniform(
 def normal(key: jax.Array, shape: Sequence[int], std: float = 1.0, dtype: str = "float32") -> jax.Array:
     """``N(0, std^2)``: the values of ``std * jax.random.normal(key, shape, dtype)``."""
     if jnp.dtype(dtype) == jnp.float32:
-        out = _draw(key, shape, "normal", std=std)
+        out = _draw(key, shape, "normal", 0.0, std, scaled=std != 1.0)
         if out is not None:
             return out
     return std * jax.random.normal(key, tuple(shape), jnp.dtype(dtype))
@@ -274,7 +281,10 @@ def trunc_normal(
     """``torch.nn.init.trunc_normal_``: ``N(mean, std^2)`` cut to ``[a, b]`` (absolute bounds)."""
     lo, hi = (a - mean) / std, (b - mean) / std
     if jnp.dtype(dtype) == jnp.float32:
-        out = _draw(key, shape, "trunc_normal", lo, hi, mean=mean, std=std)
+        f32 = np.float32
+        bounds = (math.erf(lo / math.sqrt(2)), math.erf(hi / math.sqrt(2)))
+        cut = (np.nextafter(f32(lo), f32(np.inf)), np.nextafter(f32(hi), f32(-np.inf)))
+        out = _draw(key, shape, "trunc_normal", *bounds, *cut, mean, std, scaled=True)
         if out is not None:
             return out
     z = jax.random.truncated_normal(key, lo, hi, tuple(shape), jnp.dtype(dtype))
@@ -298,7 +308,7 @@ def _normal(
     key: jax.Array, shape: Sequence[int], dtype: str, *, mean: float = 0.0, std: float = 1.0
 ) -> jax.Array:
     if jnp.dtype(dtype) == jnp.float32:
-        out = _draw(key, shape, "normal", mean=mean, std=std)
+        out = _draw(key, shape, "normal", mean, std, scaled=(mean, std) != (0.0, 1.0))
         if out is not None:
             return out
     return (mean + std * jax.random.normal(key, tuple(shape), jnp.dtype(dtype))).astype(dtype)
