@@ -1,10 +1,10 @@
 """jaxnets: pure-function models for JAX whose state_dicts are PyTorch's, saved and restored safely.
 
 The public API is flat: ``jaxnets.state_dict``, ``jaxnets.load_state_dict``, ``jaxnets.register``,
-``jaxnets.nn.Linear`` ... Nothing heavy happens at import time.
+``jaxnets.nn.Linear``, ``jaxnets.models.resnet18`` ... Nothing heavy happens at import time.
 """
 
-from jaxnets import nn, optim
+from jaxnets import models, nn, optim
 from jaxnets.checkpoint import Checkpoint, CheckpointManager
 from jaxnets.core import (
     LeafInfo,
@@ -56,6 +56,7 @@ __all__ = [
     "from_config",
     "load",
     "load_state_dict",
+    "models",
     "nn",
     "open",
     "optim",
