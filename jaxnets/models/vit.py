@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import field
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 
 from jaxnets.core.registry import register

@@ -79,7 +79,7 @@ def _threefry_data(key: Any) -> Any:
             return None
         return jax.random.key_data(key)
     if key.dtype == jnp.uint32 and key.shape == (2,):
-        return key if "threefry" in str(jax.config.jax_default_prng_impl) else None
+        return key if "threefry" in str(getattr(jax.config, "jax_default_prng_impl", "threefry")) else None
     return None
 
 

@@ -165,7 +165,7 @@ class InvertedResidualConfig:
 
 class InvertedResidual(nn.Module):
     def __init__(self, cnf, norm_layer,
-                 se_layer=partial(SqueezeExcitation, scale_activation=nn.Hardsigmoid)):
+                 se_layer=partial(SqueezeExcitation, scale_activation=nn.Hardsigmoid)):  # noqa: B008 (torchvision's)
         super().__init__()
         self.use_res_connect = cnf.stride == 1 and cnf.input_channels == cnf.out_channels
         layers = []
@@ -271,7 +271,7 @@ class MLPBlock(nn.Sequential):
 
 class EncoderBlock(nn.Module):
     def __init__(self, num_heads, hidden_dim, mlp_dim, dropout, attention_dropout,
-                 norm_layer=partial(nn.LayerNorm, eps=1e-6)):
+                 norm_layer=partial(nn.LayerNorm, eps=1e-6)):  # noqa: B008 (torchvision's)
         super().__init__()
         self.num_heads = num_heads
         self.ln_1 = norm_layer(hidden_dim)
@@ -292,7 +292,7 @@ class EncoderBlock(nn.Module):
 
 class Encoder(nn.Module):
     def __init__(self, seq_length, num_layers, num_heads, hidden_dim, mlp_dim, dropout,
-                 attention_dropout, norm_layer=partial(nn.LayerNorm, eps=1e-6)):
+                 attention_dropout, norm_layer=partial(nn.LayerNorm, eps=1e-6)):  # noqa: B008 (torchvision's)
         super().__init__()
         self.pos_embedding = nn.Parameter(torch.empty(1, seq_length, hidden_dim).normal_(std=0.02))
         self.dropout = nn.Dropout(dropout)

@@ -73,15 +73,27 @@ def check_both_ways(
 
 
 def check_files(tmp_path: Path, model: Any, params: Any, state: Any, inputs: dict[str, np.ndarray],
-                call: str, outputs: Any) -> None:
-    """Saved with jaxnets.save, loaded by a fresh process that only imports jaxnets, which must
-    reproduce ``outputs``; the weights also round-trip strictly through safetensors both ways."""
+                call: str, outputs: Any, reference: Any) -> None:
+    """Weights round-trip strictly through safetensors files both ways (torch writes, jaxnets
+    reads; jaxnets writes, torch reads); the model saved with jaxnets.save is loaded by a fresh
+    process that imports only jaxnets, which must reproduce ``outputs``."""
     from safetensors.numpy import load_file, save_file
+    from safetensors.torch import load_file as torch_load_file
+    from safetensors.torch import save_file as torch_save_file
+
+    torch_save_file({k: v.contiguous() for k, v in reference.state_dict().items()},
+                    str(tmp_path / "torch.safetensors"))
+    p1, s1 = model.load_state_dict(load_file(str(tmp_path / "torch.safetensors")))
+    for k, v in model.state_dict(p1, s1).items():
+        np.testing.assert_array_equal(v, reference.state_dict()[k].numpy(), err_msg=k)
 
     sd = model.state_dict(params, state)
     save_file({k: np.array(v, order="C") for k, v in sd.items()}, str(tmp_path / "m.safetensors"))
     p2, s2 = model.load_state_dict(load_file(str(tmp_path / "m.safetensors")))
     jax.tree.map(np.testing.assert_array_equal, (p2, s2), (params, state))
+    reference.load_state_dict(torch_load_file(str(tmp_path / "m.safetensors")), strict=True)
+    for k, v in reference.state_dict().items():
+        np.testing.assert_array_equal(v.numpy(), sd[k], err_msg=k)
 
     jaxnets.save(tmp_path / "m.jnet", model, params, state)
     np.savez(tmp_path / "in.npz", **inputs)

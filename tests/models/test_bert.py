@@ -62,7 +62,7 @@ def test_bert_matches_transformers_both_ways_and_through_files(tmp_path):
 
     np_mask = mask.numpy()
     y = model.apply(params, state, jnp.asarray(ids.numpy()), attention_mask=jnp.asarray(np_mask))[0]
-    check_files(tmp_path, model, params, state, {"ids": ids.numpy(), "mask": np_mask}, "ids,mask", y)
+    check_files(tmp_path, model, params, state, {"ids": ids.numpy(), "mask": np_mask}, "ids,mask", y, ref)
 
 
 def test_default_token_types_and_positions_are_transformers():

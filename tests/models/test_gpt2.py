@@ -61,7 +61,7 @@ def test_gpt2_matches_transformers_both_ways_and_through_files(tmp_path):
 
     y = _ours(model, params, state, ids, mask)
     check_files(tmp_path, model, params, state, {"ids": ids.numpy(), "mask": mask.numpy()},
-                "ids,mask", y)
+                "ids,mask", y, ref)
 
 
 @pytest.mark.parametrize("overrides", [
@@ -105,3 +105,18 @@ def test_too_long_sequences_are_a_clear_error():
     params, state = model.init(jax.random.key(0))
     with pytest.raises(ValueError, match=r"sequence length 33 is longer than n_positions \(32\)"):
         model.apply(params, state, jnp.zeros((1, 33), jnp.int32))
+
+
+def test_a_square_weight_loads_untransposed_without_error_and_gives_wrong_numbers():
+    # The structure check cannot see a transposed square weight (attn.c_proj is (E, E)); the
+    # docs warn about it. Conv1D computes x @ W, nn.Linear x @ W.T.
+    from jaxnets import nn
+
+    sd = {k: v.numpy() for k, v in _reference().state_dict().items()}
+    w, b = sd["h.0.attn.c_proj.weight"], sd["h.0.attn.c_proj.bias"]
+    lin = nn.Linear(32, 32)
+    params, _ = lin.load_state_dict({"weight": w, "bias": b})  # no error
+    x = np.random.default_rng(1).normal(size=(2, 32)).astype(np.float32)
+    assert not np.allclose(lin.apply(params, {}, jnp.asarray(x))[0], x @ w + b, atol=1e-3)
+    params, _ = lin.load_state_dict({"weight": w.T, "bias": b})
+    close(lin.apply(params, {}, jnp.asarray(x))[0], x @ w + b)

@@ -39,7 +39,7 @@ def test_mobilenet_v3_small_matches_torchvision_both_ways_and_through_files(tmp_
     model, ref = models.mobilenet_v3_small(), randomize(_torch("small"))
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     params, state = check_both_ways(model, ref, (x,), _run(model), lambda m, x: m(x))
-    check_files(tmp_path, model, params, state, {"x": x.numpy()}, "x", _run(model)(params, state, x))
+    check_files(tmp_path, model, params, state, {"x": x.numpy()}, "x", _run(model)(params, state, x), ref)
 
 
 def test_bad_arch_says_what_is_accepted():

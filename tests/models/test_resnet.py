@@ -41,7 +41,7 @@ def test_resnet18_matches_torchvision_both_ways_and_through_files(tmp_path):
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     params, state = check_both_ways(model, ref, (x,), _run(model), _ref)
     y = _run(model)(params, state, x)
-    check_files(tmp_path, model, params, state, {"x": x.numpy()}, "x", y)
+    check_files(tmp_path, model, params, state, {"x": x.numpy()}, "x", y, ref)
 
 
 def test_bottleneck_resnet_matches_torchvision_both_ways():

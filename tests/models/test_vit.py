@@ -40,7 +40,7 @@ def test_small_vit_round_trips_through_files(tmp_path):
     model, ref = models.VisionTransformer(**SMALL), randomize(VisionTransformer(**SMALL))
     params, state = model.load_state_dict(ref.state_dict())
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    check_files(tmp_path, model, params, state, {"x": x.numpy()}, "x", _run(model)(params, state, x))
+    check_files(tmp_path, model, params, state, {"x": x.numpy()}, "x", _run(model)(params, state, x), ref)
 
 
 def test_fresh_params_follow_torchvisions_declared_inits():
