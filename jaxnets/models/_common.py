@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -9,7 +10,7 @@ import jax.numpy as jnp
 
 from jaxnets.nn import GELU, Module, ReLU, SiLU
 
-__all__ = ["build", "activation", "attend"]
+__all__ = ["build", "config_fields", "activation", "attend"]
 
 
 def build(module: Any, **children: Any) -> None:
@@ -20,6 +21,14 @@ def build(module: Any, **children: Any) -> None:
     """
     for name, child in children.items():
         object.__setattr__(module, name, child)
+
+
+def config_fields(cls: type) -> tuple[str, ...]:
+    """The hyperparameters of a zoo model class: its ``__init__`` fields (children excluded).
+
+    Read from a default instance: a Module subclass becomes a dataclass when first instantiated.
+    """
+    return tuple(f.name for f in dataclasses.fields(cls()) if f.init)
 
 
 # transformers' ACT2FN names -> layers ("gelu_new" is GPT-2's tanh approximation).

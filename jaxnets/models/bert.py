@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxnets.core.registry import register
-from jaxnets.models._common import activation, attend, build
+from jaxnets.models._common import activation, attend, build, config_fields
 from jaxnets.nn import Dropout, Embedding, LayerNorm, Linear, Module, Params, State, Tanh
 from jaxnets.nn.module import Key, Output
 
@@ -290,7 +290,7 @@ class BertModel(Module):
     @classmethod
     def config_fields(cls) -> tuple[str, ...]:
         """The ``BertConfig`` names this model takes."""
-        return tuple(f for f in cls.__dataclass_fields__ if cls.__dataclass_fields__[f].init)
+        return config_fields(cls)
 
     def apply(  # type: ignore[override]
         self, params: Params, state: State, input_ids: jax.Array, *,
