@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import check_files, check_keys, close, randomize, to_torch_state_dict, torch
+from _zoo import check_files, check_keys, close, randomize, to_torch_state_dict, torch
 
 from jaxnets import models
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 from _torchvision import MobileNetV3, mobilenet_v3_conf
-from conftest import check_both_ways, check_files, check_keys, randomize, torch
+from _zoo import check_both_ways, check_files, check_keys, randomize, torch
 
 from jaxnets import models
 

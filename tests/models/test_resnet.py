@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from _torchvision import BasicBlock, Bottleneck
 from _torchvision import ResNet as TorchResNet
-from conftest import check_both_ways, check_files, check_keys, close, randomize, torch
+from _zoo import check_both_ways, check_files, check_keys, close, randomize, torch
 
 from jaxnets import models
 

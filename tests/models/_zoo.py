@@ -1,4 +1,8 @@
-"""Shared checks of the zoo: a jaxnets model against its torch reference, both ways, and files."""
+"""Shared checks of the zoo tests: a jaxnets model against its torch reference, both ways, and files.
+
+Not a conftest.py: tests/nn has one, and two top-level `conftest` modules cannot be imported by
+name in one session.
+"""
 
 from __future__ import annotations
 
