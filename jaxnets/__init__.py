@@ -1,10 +1,10 @@
 """jaxnets: pure-function models for JAX whose state_dicts are PyTorch's, saved and restored safely.
 
 The public API is flat: ``jaxnets.state_dict``, ``jaxnets.load_state_dict``, ``jaxnets.register``,
-``jaxnets.nn.Linear`` ... Nothing heavy happens at import time.
+``jaxnets.nn.Linear``, ``jaxnets.models.resnet18`` ... Nothing heavy happens at import time.
 """
 
-from jaxnets import interop, nn, optim
+from jaxnets import interop, models, nn, optim
 from jaxnets.checkpoint import Checkpoint, CheckpointManager
 from jaxnets.core import (
     LeafInfo,
@@ -57,6 +57,7 @@ __all__ = [
     "interop",
     "load",
     "load_state_dict",
+    "models",
     "nn",
     "open",
     "optim",

@@ -37,7 +37,7 @@ from jaxnets.nn.distance import CosineSimilarity, PairwiseDistance
 from jaxnets.nn.dropout import Dropout, Dropout1d, Dropout2d, Dropout3d
 from jaxnets.nn.embedding import Embedding
 from jaxnets.nn.linear import Bilinear, Flatten, Identity, Linear, Unflatten
-from jaxnets.nn.module import Bound, Key, Module, Output, Params, State
+from jaxnets.nn.module import Bound, Buffer, Key, Module, Output, Parameter, Params, State
 from jaxnets.nn.norm import (
     BatchNorm1d,
     BatchNorm2d,
@@ -90,7 +90,7 @@ from jaxnets.nn.upsample import (
 __all__ = [
     "AdaptiveAvgPool1d", "AdaptiveAvgPool2d", "AdaptiveAvgPool3d", "AdaptiveMaxPool1d",
     "AdaptiveMaxPool2d", "AdaptiveMaxPool3d", "AvgPool1d", "AvgPool2d", "AvgPool3d",
-    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Bilinear", "Bound", "CELU", "ChannelShuffle",
+    "BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "Bilinear", "Bound", "Buffer", "CELU", "ChannelShuffle",
     "CircularPad1d", "CircularPad2d", "CircularPad3d", "ConstantPad1d", "ConstantPad2d",
     "ConstantPad3d", "Conv1d", "Conv2d", "CosineSimilarity",
     "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Dropout", "Dropout1d",
@@ -98,7 +98,7 @@ __all__ = [
     "Hardshrink", "Hardsigmoid", "Hardswish", "Hardtanh", "Identity", "InstanceNorm1d",
     "InstanceNorm2d", "InstanceNorm3d", "Key", "LSTM", "LSTMCell", "LayerNorm", "LeakyReLU", "Linear",
     "LocalResponseNorm", "LogSigmoid", "LogSoftmax", "MaxPool1d", "MaxPool2d", "MaxPool3d",
-    "Mish", "Module", "ModuleDict", "MultiheadAttention", "Output", "PReLU", "Params",
+    "Mish", "Module", "ModuleDict", "MultiheadAttention", "Output", "PReLU", "Parameter", "Params",
     "PairwiseDistance", "PixelShuffle", "PixelUnshuffle", "ReflectionPad1d", "ReflectionPad2d",
     "ReflectionPad3d", "ReplicationPad1d", "ReplicationPad2d", "ReplicationPad3d", "RMSNorm", "RNN", "RNNCell", "ReLU", "ReLU6", "SELU", "Sequential",
     "SiLU", "Sigmoid", "Softmax", "Softmax2d", "Softmin", "Softplus", "Softshrink", "Softsign",

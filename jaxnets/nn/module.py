@@ -39,6 +39,26 @@ Composite models list their children as fields; keys come out as the field names
 (torch's ``ModuleList``) gives keys ``blocks.0.weight`` and is called as ``m.blocks[0](x)``.
 :meth:`Module.named_modules` is the one walk over a model's tree (init, summary, file versions
 and ``bind`` all go through ``children``/``named_children``).
+
+A composite's own arrays (torch's ``self.cls = nn.Parameter(...)`` and ``register_buffer``) are
+fields holding a :class:`Parameter` or a :class:`Buffer`: a shape, an initialiser named in text
+and a dtype. The default ``init`` creates them with the children, so no ``init`` is written::
+
+    @jaxnets.register(name="my.Tokens")
+    class Tokens(nn.Module):
+        dim: int = 8
+        cls_token: nn.Parameter = field(init=False)      # derived from dim: set in __post_init__
+        proj: nn.Linear = field(init=False)
+
+        def __post_init__(self):
+            object.__setattr__(self, "cls_token", nn.Parameter((1, 1, self.dim), init="normal(std=0.02)"))
+            object.__setattr__(self, "proj", nn.Linear(self.dim, self.dim))
+
+Keys: ``cls_token``, ``proj.weight``, ``proj.bias``: as in torch, a module's own parameters come
+first, then its children's; its own buffers go to ``state``. In ``apply`` they are
+``params["cls_token"]`` (buffers: ``state[...]``), or ``m.cls_token`` on a bound module. ``init``
+splits its key over the module's fields in field order (children and declared arrays alike), so
+a module without declared arrays initialises exactly as before.
 """
 
 from __future__ import annotations
@@ -51,8 +71,10 @@ from typing import Any, TypeAlias
 import jax
 
 from jaxnets.core.model import is_model
+from jaxnets.core.registry import register
 from jaxnets.core.state_dict import load_state_dict as _load_state_dict
 from jaxnets.core.state_dict import state_dict as _state_dict
+from jaxnets.nn import init as initializers
 from jaxnets.nn.summary import summary as _summary
 
 if sys.version_info >= (3, 11):
@@ -60,7 +82,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     from typing_extensions import dataclass_transform
 
-__all__ = ["Module", "Bound", "Params", "State", "Key", "Output", "need_key"]
+__all__ = ["Module", "Bound", "Parameter", "Buffer", "Params", "State", "Key", "Output", "need_key"]
 
 Params: TypeAlias = dict[str, Any]
 State: TypeAlias = dict[str, Any]
@@ -87,6 +109,63 @@ def _make_dataclass(cls: type) -> None:
     dataclasses.dataclass(frozen=True)(cls)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Declared:
+    shape: tuple[int, ...]
+    init: str = "zeros"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        kind = type(self).__name__
+        shape = (self.shape,) if isinstance(self.shape, int) else self.shape
+        if not isinstance(shape, (tuple, list)) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise TypeError(f"nn.{kind}: shape must be a tuple of non-negative ints, got {self.shape!r}.")
+        object.__setattr__(self, "shape", tuple(shape))
+        initializers.from_spec(self.init)  # a bad spec fails here, not at init time
+        try:
+            dtype = jax.numpy.dtype(self.dtype)
+        except TypeError as e:
+            raise TypeError(f"nn.{kind}: unknown dtype {self.dtype!r} ({e}).") from None
+        object.__setattr__(self, "dtype", dtype.name)
+
+    def create(self, key: jax.Array) -> jax.Array:
+        """A fresh array: ``init`` drawn with ``key``, of ``shape`` and ``dtype``."""
+        return initializers.from_spec(self.init)(key, self.shape, self.dtype)
+
+
+@register(name="nn.Parameter")
+class Parameter(_Declared):
+    """A trainable array of a composite, declared as a field (torch's ``nn.Parameter``).
+
+    Args:
+      shape: its shape (an int is a 1-D shape).
+      init: its initialiser as text, a name with optional number arguments:
+        ``"zeros"`` (default), ``"ones"``, ``"constant(val=...)"``, ``"normal(mean=0, std=1)"``,
+        ``"uniform(a=0, b=1)"``, ``"trunc_normal(mean=0, std=1, a=-2, b=2)"``,
+        ``"xavier_uniform(gain=1)"``, ``"arange"`` (see ``jaxnets.nn.init.INITIALIZERS``).
+      dtype: its dtype name (default ``"float32"``).
+
+    Raises:
+      TypeError: a shape that is not a tuple of non-negative ints, or an unknown dtype.
+      ValueError: an initialiser spec that is not understood (the message lists the accepted ones).
+    """
+
+
+@register(name="nn.Buffer")
+class Buffer(_Declared):
+    """A non-trainable array of a composite, kept in ``state`` (torch's ``register_buffer``).
+
+    Same arguments as :class:`Parameter`, e.g. ``nn.Buffer((1, 512), init="arange", dtype="int32")``.
+    Only persistent buffers are declared: torch's ``persistent=False`` buffers are not in its
+    state_dict, so compute them in ``apply`` instead (``jnp.arange(n)``).
+    """
+
+
+Declared: TypeAlias = "Parameter | Buffer"
+
+
 @dataclass_transform(frozen_default=True, field_specifiers=(dataclasses.field,))
 class Module:
     """Base class of every layer and model (see the module docstring for the contract).
@@ -108,24 +187,36 @@ class Module:
 
     # --- the protocol -------------------------------------------------------------------------
     def init(self, key: jax.Array) -> tuple[Params, State]:
-        """Fresh ``(params, state)``; the default initialises each child (in field order).
+        """Fresh ``(params, state)``; the default creates the declared arrays and initialises the
+        children, splitting ``key`` over them in field order.
 
         Args:
           key: a PRNG key (``jax.random.key(0)`` or ``jax.random.PRNGKey(0)``).
         """
+        own = self.declared()
+        entries: list[tuple[str, Child | Declared]] = list(self.children().items())
+        if own:  # children and declared arrays in field order (a custom children() goes last)
+            order = {f.name: i for i, f in enumerate(dataclasses.fields(self))}  # type: ignore[arg-type]
+            entries = sorted([*own.items(), *entries], key=lambda e: order.get(e[0], len(order)))
+        own_params: Params = {}
+        own_state: State = {}
         params: Params = {}
         state: State = {}
-        kids = list(self.children().items())
-        keys = jax.random.split(key, max(len(kids), 1))
-        for (name, child), k in zip(kids, keys):
-            if isinstance(child, tuple):
-                sub = jax.random.split(k, max(len(child), 1))
-                pairs = [c.init(sk) for c, sk in zip(child, sub)]
+        keys = initializers.split(key, max(len(entries), 1))
+        for (name, entry), k in zip(entries, keys):
+            if isinstance(entry, Parameter):
+                own_params[name] = entry.create(k)
+            elif isinstance(entry, Buffer):
+                own_state[name] = entry.create(k)
+            elif isinstance(entry, tuple):
+                sub = initializers.split(k, max(len(entry), 1))
+                pairs = [c.init(sk) for c, sk in zip(entry, sub)]
                 params[name] = {str(i): p for i, (p, _) in enumerate(pairs)}
                 state[name] = {str(i): s for i, (_, s) in enumerate(pairs)}
             else:
-                params[name], state[name] = child.init(k)
-        return params, state
+                params[name], state[name] = entry.init(k)
+        # torch's order: a module's own parameters (then buffers) before its children's.
+        return {**own_params, **params}, {**own_state, **state}
 
     def apply(
         self, params: Params, state: State, x: Any, *, train: bool = False, key: Key = None
@@ -158,6 +249,28 @@ class Module:
                     "which jaxnets cannot see as children (they would get no params). Use a "
                     f"tuple of modules ({f.name}: tuple[nn.Module, ...] = (...)) or one field "
                     "per child."
+                )
+        return out
+
+    def declared(self) -> dict[str, Declared]:
+        """This module's own :class:`Parameter` and :class:`Buffer` fields by name, in field order.
+
+        Raises:
+          TypeError: a field holds a tuple, list or dict of them (declare one field per array).
+        """
+        out: dict[str, Declared] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if isinstance(value, (Parameter, Buffer)):
+                out[f.name] = value
+            elif isinstance(value, (tuple, list, dict)) and any(
+                isinstance(v, (Parameter, Buffer))
+                for v in (value.values() if isinstance(value, dict) else value)
+            ):
+                raise TypeError(
+                    f"{type(self).__name__}.{f.name} holds a {type(value).__name__} of "
+                    "nn.Parameter/nn.Buffer, which jaxnets does not create: declare one field "
+                    "per array."
                 )
         return out
 
@@ -231,7 +344,11 @@ class _Call:
 
 
 class Bound:
-    """A module bound to its params and state for one ``apply``; see :meth:`Module.bind`."""
+    """A module bound to its params and state for one ``apply``; see :meth:`Module.bind`.
+
+    ``m.fc1`` calls a child; ``m.cls_token`` reads a declared :class:`Parameter` (from params) or
+    :class:`Buffer` (from the state so far).
+    """
 
     def __init__(self, module: Module, params: Params, state: State, train: bool, key: Key):
         self._module, self._params, self._train, self._key = module, params, train, key
@@ -239,14 +356,21 @@ class Bound:
             k: (dict(v) if isinstance(v, dict) else v) for k, v in state.items()
         }
         self._children = module.children()
+        self._declared = module.declared()
         self._index = {name: i for i, name in enumerate(self._children)}
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
+        declared = self._declared.get(name)
+        if declared is not None:  # an own array: the param, or the buffer's current value
+            return (self._params if isinstance(declared, Parameter) else self._new_state)[name]
         child = self._children.get(name)
         if child is None:
-            raise AttributeError(f"{type(self._module).__name__} has no child module {name!r}")
+            raise AttributeError(
+                f"{type(self._module).__name__} has no child module {name!r} (nor a declared "
+                "nn.Parameter or nn.Buffer of that name)"
+            )
         i = self._index[name]
         if isinstance(child, tuple):
             return [_Call(self, (name, str(j)), c, (i, j)) for j, c in enumerate(child)]
