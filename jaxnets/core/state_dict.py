@@ -53,13 +53,22 @@ def set_file_opener(opener: FileOpener) -> None:
 
 
 def _merge(params: Any, state: Any) -> Any:
-    """params and state as one tree: each dict node lists params' keys, then state's."""
+    """params and state as one tree, in PyTorch's state_dict order at every dict node: the node's
+    own parameters, then its own buffers, then its children (sub-dicts), each merged the same way."""
     if state is None:
         return params
     if type(params) is dict and type(state) is dict:
-        out = dict(params)
+        out = {k: v for k, v in params.items() if type(v) is not dict}
         for k, v in state.items():
-            out[k] = _merge(params[k], v) if k in params else v
+            if type(v) is not dict:
+                out[k] = _merge(params[k], v) if k in params else v
+        children = [k for k, v in params.items() if type(v) is dict]
+        children += [k for k, v in state.items() if type(v) is dict and k not in params]
+        for k in children:
+            if k in params and k in state:
+                out[k] = _merge(params[k], state[k])
+            else:
+                out[k] = params[k] if k in params else state[k]
         return out
     if not flatten(state):
         return params

@@ -218,3 +218,27 @@ def test_the_version_comes_from_the_package_metadata():
     import importlib.metadata
 
     assert jaxnets.__version__ == importlib.metadata.version("jaxnets")
+
+
+def test_a_composite_lists_its_own_params_then_its_buffers_then_its_children_as_torch():
+    import torch
+
+    @jaxnets.register(name="tests.contract.WithArrays")
+    class WithArrays(nn.Module):
+        head: nn.Linear = nn.Linear(2, 2)
+        scale: nn.Parameter = nn.Parameter((2,), init="ones")
+        ids: nn.Buffer = nn.Buffer((3,), init="arange", dtype="int32")
+        norm: nn.BatchNorm1d = nn.BatchNorm1d(2)
+
+    class TorchTwin(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = torch.nn.Linear(2, 2)
+            self.scale = torch.nn.Parameter(torch.ones(2))
+            self.register_buffer("ids", torch.arange(3))
+            self.norm = torch.nn.BatchNorm1d(2)
+
+    m = WithArrays()
+    params, state = m.init(jax.random.key(0))
+    assert list(jaxnets.state_dict(params, state, model=m)) == list(TorchTwin().state_dict())
+    assert list(jaxnets.state_dict(params, state)) == list(TorchTwin().state_dict())
