@@ -5,11 +5,20 @@ its checksum), ``reader.mmap(key)`` maps it without reading, so one tensor of a 
 can be read. The reader is a ``Mapping`` from the model's state_dict keys to numpy arrays, with
 ``infos()`` describing every entry without reading data, which is what
 ``jaxnets.load_state_dict(model, path)`` uses to check a file before loading it.
+
+Every key lookup is O(1) (the header is indexed by key and position once). A reader holds one
+file descriptor, opened at the first tensor read (after checking that the file is still the one
+whose header was read) and closed by :meth:`Reader.close` or the ``with`` block; reads are
+positional (``preadv``), so threads may share a reader, and ``close()`` waits for no one: it
+closes the descriptor once the reads in progress end.
 """
 
 from __future__ import annotations
 
+import mmap as _mmap
 import os
+import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -38,8 +47,13 @@ class Reader(Mapping[str, Any]):
     def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
         self._header = fmt.read_header(self.path)
-        self._groups = {g: self._header.group(g) for g in ("model", "opt_state")}
+        self._groups = {g: self._header.group(g) for g in fmt.GROUPS}
+        self._lock = threading.Lock()
         self._closed = False
+        self._fd: int | None = None
+        self._busy = 0  # reads in progress on self._fd
+        self._close_fd: weakref.finalize | None = None
+        self._map: _mmap.mmap | None = None
 
     # --- what the file says -------------------------------------------------------------------
     @property
@@ -94,7 +108,7 @@ class Reader(Mapping[str, Any]):
 
     # --- tensors ------------------------------------------------------------------------------
     def entries(self, group: str = "model") -> dict[str, fmt.Entry]:
-        """The index entries (key, dtype, shape, offset, length, crc32) of a group by key."""
+        """The index entries (key, dtype, shape, offset, length, checksum) of a group by key."""
         return dict(self._group(group))
 
     def keys(self, group: str = "model") -> Any:  # type: ignore[override]
@@ -115,20 +129,32 @@ class Reader(Mapping[str, Any]):
         Raises:
           KeyError: no such key. FileFormatError: its bytes are corrupted.
         """
-        self._check_open()
-        entry = self._entry(key, group)
-        arr = fmt.read_tensor(self._header, entry, verify=verify)
-        return _finish_leaf(entry, arr)
+        i = self._position(key, group)
+        fd = self._acquire()
+        try:
+            arr = fmt.read_at(fd, self._header, i, verify=verify)
+        except OSError as e:
+            raise FileFormatError(
+                f"{self.path}: cannot read {key!r} ({e.strerror or e}).", file=self.path, path=key
+            ) from e
+        finally:
+            self._release()
+        entry = self._header.entries[i]
+        return _finish_leaf(entry, arr) if entry.prng_impl else arr
 
     def mmap(self, key: str, group: str = "model") -> np.ndarray:
-        """A read-only memory map of one entry's bytes (no read, no checksum check).
+        """A read-only view of one entry's bytes in a memory map of the file (no read, no checksum).
+
+        Every call shares one mapping of the file per reader; each view keeps it alive, also after
+        :meth:`close`. The padding before the entry is checked; its checksum is not (use
+        ``reader[key]`` or :meth:`verify` for that).
 
         Raises:
           FileFormatError: the entry is split into several segments (over 4 GiB) or a PRNG key.
         """
-        self._check_open()
-        entry = self._entry(key, group)
-        segs = self._header.layout[self._header.entries.index(entry)]
+        i = self._position(key, group)
+        entry = self._header.entries[i]
+        segs = self._header.segments(i)
         if len(segs) != 1 or entry.prng_impl:
             raise FileFormatError(
                 f"{self.path}: {key!r} cannot be memory-mapped (stored in {len(segs)} segments"
@@ -136,16 +162,21 @@ class Reader(Mapping[str, Any]):
                 file=self.path,
                 path=key,
             )
-        dt = fmt.storage_dtype(entry.dtype, file=self.path)
+        dt = fmt.storage_dtype(entry.dtype, file=self.path, key=key)
         if entry.length == 0:
-            return np.empty(entry.shape, dt)
-        return np.memmap(
-            self.path,
-            dtype=dt,
-            mode="r",
-            offset=self._header.data_start + entry.offset,
-            shape=entry.shape,
-        )
+            out = np.empty(entry.shape, dt)
+            out.flags.writeable = False
+            return out
+        mm = self._mapping()
+        base = self._header.data_start
+        gap, data, length = segs[0]
+        if mm[base + gap : base + data] != fmt._gap_bytes(gap, data, length):
+            raise FileFormatError(
+                f"{self.path}: tensor {key!r}: corrupted padding before its data.",
+                file=self.path,
+                path=key,
+            )
+        return np.ndarray(entry.shape, dt, mm, base + data)  # read-only: the mapping is PROT_READ
 
     def read_all(
         self, group: str | None = None, *, verify: bool = True
@@ -159,7 +190,7 @@ class Reader(Mapping[str, Any]):
         entries = None if group is None else list(self._group(group).values())
         out: dict[str, dict[str, Any]] = {g: {} for g in self._groups}
         for e, arr in fmt.read_tensors(self._header, entries, verify=verify):
-            out[e.group][e.key] = _finish_leaf(e, arr)
+            out[e.group][e.key] = _finish_leaf(e, arr) if e.prng_impl else arr
         return out
 
     def verify(self) -> None:
@@ -181,8 +212,16 @@ class Reader(Mapping[str, Any]):
 
     # --- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
-        """Marks the reader closed (it holds no open file between reads)."""
-        self._closed = True
+        """Closes the reader's file descriptor (once reads in progress in other threads end).
+
+        Arrays already returned stay valid (``mmap`` views keep their mapping alive). Reading after
+        ``close()`` raises ValueError; closing twice is fine.
+        """
+        with self._lock:
+            self._closed = True
+            if self._busy == 0:
+                self._close_now()
+            self._map = None  # views handed out keep the mapping alive; it is unmapped after them
 
     def __enter__(self) -> Reader:
         return self
@@ -195,20 +234,79 @@ class Reader(Mapping[str, Any]):
         return f"<jaxnets.Reader {self.path!r} v{self.format_version} {self.kind} tensors={n}>"
 
     # --- helpers ------------------------------------------------------------------------------
-    def _group(self, group: str) -> dict[str, fmt.Entry]:
+    def _group(self, group: str) -> Mapping[str, fmt.Entry]:
         if group not in self._groups:
             raise ValueError(f"group must be one of {sorted(self._groups)}, got {group!r}")
         return self._groups[group]
 
     def _entry(self, key: str, group: str) -> fmt.Entry:
-        entries = self._group(group)
-        if key not in entries:
+        return self._header.entries[self._position(key, group)]
+
+    def _position(self, key: str, group: str) -> int:
+        positions = self._header.positions.get(group) if isinstance(group, str) else None
+        if positions is None:
+            raise ValueError(f"group must be one of {sorted(self._groups)}, got {group!r}")
+        i = positions.get(key) if isinstance(key, str) else None
+        if i is None:
             raise KeyError(f"{self.path}: no entry {key!r} in group {group!r}")
-        return entries[key]
+        return i
 
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"{self.path}: the reader is closed")
+
+    def _acquire(self) -> int:
+        """The open descriptor (opened and checked on first use), counted as in use."""
+        with self._lock:
+            self._check_open()
+            if self._fd is None:
+                fd = _open(self.path)
+                try:
+                    fmt.check_identity(self._header, fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._fd = fd
+                # Also closed if the reader is dropped unclosed (jaxnets.load does not close it).
+                self._close_fd = weakref.finalize(self, os.close, fd)
+            self._busy += 1
+            return self._fd
+
+    def _release(self) -> None:
+        with self._lock:
+            self._busy -= 1
+            if self._closed and self._busy == 0:
+                self._close_now()
+
+    def _close_now(self) -> None:
+        if self._close_fd is not None:
+            self._close_fd()  # os.close(fd), exactly once
+            self._close_fd = None
+        self._fd = None
+
+    def _mapping(self) -> _mmap.mmap:
+        """One read-only shared mapping of the whole file, made on first use."""
+        with self._lock:
+            self._check_open()
+            if self._map is None:
+                fd = _open(self.path)
+                try:
+                    fmt.check_identity(self._header, fd)
+                    self._map = _mmap.mmap(fd, self._header.file_len, prot=_mmap.PROT_READ)
+                except OSError as e:
+                    raise FileFormatError(
+                        f"{self.path}: cannot map ({e.strerror or e}).", file=self.path
+                    ) from e
+                finally:
+                    os.close(fd)  # the mapping does not need it
+            return self._map
+
+
+def _open(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise FileFormatError(f"{path}: cannot read ({e.strerror or e}).", file=path) from e
 
 
 def _finish_leaf(entry: fmt.Entry, arr: np.ndarray) -> Any:

@@ -43,13 +43,22 @@ def test_reading_one_key_reads_only_its_bytes(
     model_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     r = jaxnets.open(model_file)
-    reads: list[str] = []
-    real = fmt._read_entry
-    monkeypatch.setattr(
-        fmt, "_read_entry", lambda f, h, e, *a: reads.append(e.key) or real(f, h, e, *a)
-    )
+    h = fmt.read_header(model_file)
+    reads: list[tuple[int, int]] = []
+    real = fmt._preadv
+
+    def spy(fd: int, views: list, offset: int) -> int:
+        n = real(fd, views, offset)
+        reads.append((offset, offset + n))
+        return n
+
+    monkeypatch.setattr(fmt, "_preadv", spy)
     w = r["2.weight"]
-    assert reads == ["2.weight"] and w.shape == (2, 8) and w.dtype == np.float32
+    i = h.position(r.entries()["2.weight"])
+    gap, data, length = h.segments(i)[0]
+    # One read: the padding and bin32 header before the tensor, then its bytes, nothing else.
+    assert reads == [(h.data_start + gap, h.data_start + data + length)]
+    assert w.shape == (2, 8) and w.dtype == np.float32
     np.testing.assert_array_equal(r.mmap("2.weight"), w)
 
 
