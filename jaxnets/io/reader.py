@@ -47,7 +47,7 @@ class Reader(Mapping[str, Any]):
     def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
         self._header = fmt.read_header(self.path)
-        self._groups = {g: self._header.group(g) for g in fmt.GROUPS}
+        self._groups = self._header.positions  # {group: {key: position}}, in file order
         self._lock = threading.Lock()
         self._closed = False
         self._fd: int | None = None
@@ -109,7 +109,8 @@ class Reader(Mapping[str, Any]):
     # --- tensors ------------------------------------------------------------------------------
     def entries(self, group: str = "model") -> dict[str, fmt.Entry]:
         """The index entries (key, dtype, shape, offset, length, checksum) of a group by key."""
-        return dict(self._group(group))
+        self._group(group)
+        return dict(self._header.group(group))
 
     def keys(self, group: str = "model") -> Any:  # type: ignore[override]
         """The keys of a group (``"model"``: params and buffers; ``"opt_state"``)."""
@@ -117,11 +118,15 @@ class Reader(Mapping[str, Any]):
 
     def infos(self, group: str = "model") -> dict[str, LeafInfo]:
         """Shape and dtype of every entry of a group, without reading data."""
-        return {k: LeafInfo(e.leaf_shape, e.leaf_dtype) for k, e in self._group(group).items()}
+        c = self._header.columns
+        positions = self._group(group)
+        if c.prng_impls is None:
+            return {k: LeafInfo(c.shapes[i], c.dtypes[i]) for k, i in positions.items()}
+        return {k: LeafInfo(e.leaf_shape, e.leaf_dtype) for k, e in self.entries(group).items()}
 
     def tensor_nbytes(self, key: str, group: str = "model") -> int:
         """Stored size of one entry in bytes."""
-        return self._entry(key, group).length
+        return self._header.columns.lengths[self._position(key, group)]
 
     def get_tensor(self, key: str, group: str = "model", *, verify: bool = True) -> Any:
         """Reads one entry: a numpy array (a jax PRNG key array for typed keys).
@@ -139,8 +144,8 @@ class Reader(Mapping[str, Any]):
             ) from e
         finally:
             self._release()
-        entry = self._header.entries[i]
-        return _finish_leaf(entry, arr) if entry.prng_impl else arr
+        impls = self._header.columns.prng_impls
+        return _finish_leaf(self._header.entry(i), arr) if impls and impls[i] else arr
 
     def mmap(self, key: str, group: str = "model") -> np.ndarray:
         """A read-only view of one entry's bytes in a memory map of the file (no read, no checksum).
@@ -153,7 +158,7 @@ class Reader(Mapping[str, Any]):
           FileFormatError: the entry is split into several segments (over 4 GiB) or a PRNG key.
         """
         i = self._position(key, group)
-        entry = self._header.entries[i]
+        entry = self._header.entry(i)
         segs = self._header.segments(i)
         if len(segs) != 1 or entry.prng_impl:
             raise FileFormatError(
@@ -187,10 +192,24 @@ class Reader(Mapping[str, Any]):
           ``{group: {key: array}}``.
         """
         self._check_open()
-        entries = None if group is None else list(self._group(group).values())
+        h = self._header
         out: dict[str, dict[str, Any]] = {g: {} for g in self._groups}
-        for e, arr in fmt.read_tensors(self._header, entries, verify=verify):
-            out[e.group][e.key] = _finish_leaf(e, arr) if e.prng_impl else arr
+        if group is None:  # one pass over the whole file: every padding byte is checked
+            arrays = fmt.read_arrays(h, None, verify=verify)
+            if not self._groups["opt_state"]:
+                out["model"] = dict(zip(h.columns.keys, arrays))
+            else:
+                for k, g, arr in zip(h.columns.keys, h.columns.groups, arrays):
+                    out[g][k] = arr
+        else:
+            positions = self._group(group)  # ascending: file order
+            out[group] = dict(zip(positions, fmt.read_arrays(h, list(positions.values()), verify=verify)))
+        if h.columns.prng_impls:
+            for g, arrays in out.items():
+                for k, arr in arrays.items():
+                    i = self._groups[g][k]
+                    if h.columns.prng_impls[i]:
+                        arrays[k] = _finish_leaf(h.entry(i), arr)
         return out
 
     def verify(self) -> None:
@@ -238,9 +257,6 @@ class Reader(Mapping[str, Any]):
         if group not in self._groups:
             raise ValueError(f"group must be one of {sorted(self._groups)}, got {group!r}")
         return self._groups[group]
-
-    def _entry(self, key: str, group: str) -> fmt.Entry:
-        return self._header.entries[self._position(key, group)]
 
     def _position(self, key: str, group: str) -> int:
         positions = self._header.positions.get(group) if isinstance(group, str) else None
