@@ -804,18 +804,21 @@ def read_at(fd: int, header: Header, i: int, *, verify: bool = True) -> np.ndarr
     out = np.empty(c.shapes[i], _dtypes()[dtype])
     # numpy cannot export ml_dtypes arrays (bfloat16...) as buffers; their bytes it can.
     flat = out if _exportable(dtype) else out.reshape(-1).view(np.uint8)
-    h = xxhash.xxh3_64()
+    gap = header.gap_start(i)
+    segs = ((gap, c.offsets[i], length),) if length <= MAX_SEGMENT else _segments_at(gap, length)
+    h = xxhash.xxh3_64() if len(segs) > 1 else None
     start = 0
-    for gap, data, n in _segments_at(header.gap_start(i), length):
+    for gap, data, n in segs:
         pad = bytearray(data - gap)
-        part = flat if n == length else flat[start : start + n]
+        part = flat if h is None else flat[start : start + n]
         if not _read_exact(fd, [pad, part], header.data_start + gap, len(pad) + n):
             raise _fail(header.file, f"tensor {key!r}: file truncated while reading.", key)
         if pad != _gap_bytes(gap, data, n):
             raise _fail(header.file, f"tensor {key!r}: corrupted padding before its data.", key)
-        h.update(part)
+        if h is not None:
+            h.update(part)
         start += n
-    if verify and h.digest() != c.xxh3[i]:
+    if verify and (xxhash.xxh3_64_digest(flat) if h is None else h.digest()) != c.xxh3[i]:
         raise _fail(header.file, f"tensor {key!r}: checksum mismatch: the file is corrupted.", key)
     return out
 

@@ -6,11 +6,12 @@ can be read. The reader is a ``Mapping`` from the model's state_dict keys to num
 ``infos()`` describing every entry without reading data, which is what
 ``jaxnets.load_state_dict(model, path)`` uses to check a file before loading it.
 
-Every key lookup is O(1) (the header is indexed by key and position once). A reader holds one
+Every key lookup is O(1) (the header is indexed by key and by position once). A reader holds one
 file descriptor, opened at the first tensor read (after checking that the file is still the one
-whose header was read) and closed by :meth:`Reader.close` or the ``with`` block; reads are
-positional (``preadv``), so threads may share a reader, and ``close()`` waits for no one: it
-closes the descriptor once the reads in progress end.
+whose header was read: a file replaced since is an error, not a mix of two files) and closed by
+:meth:`Reader.close` or the ``with`` block. Reads are positional (``preadv``: one system call per
+tensor, and a file truncated under the reader is an error, not a crash), so threads may share a
+reader; ``close()`` never waits, and the descriptor is closed when the last read in progress ends.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class Reader(Mapping[str, Any]):
 
     As a mapping it holds the model's entries (params and buffers, by state_dict key); the
     optimizer state's entries are under ``group="opt_state"`` in :meth:`keys`, :meth:`infos`,
-    :meth:`get_tensor`.
+    :meth:`get_tensor`. Safe to share between threads.
 
     Attributes:
       path: the file.
@@ -47,12 +48,14 @@ class Reader(Mapping[str, Any]):
     def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
         self._header = fmt.read_header(self.path)
-        self._groups = self._header.positions  # {group: {key: position}}, in file order
-        self._lock = threading.Lock()
+        self._groups = self._header.positions  # {group: {key: position}}, each in file order
+        self._lock = threading.Lock()  # guards opening and closing, not each read
         self._closed = False
         self._fd: int | None = None
-        self._busy = 0  # reads in progress on self._fd
         self._close_fd: weakref.finalize | None = None
+        # One item per read in progress on self._fd. list.append/pop are atomic under the GIL, so a
+        # read costs no lock; close() and the last read out decide under the lock who closes.
+        self._reading: list[None] = []
         self._map: _mmap.mmap | None = None
 
     # --- what the file says -------------------------------------------------------------------
@@ -108,7 +111,7 @@ class Reader(Mapping[str, Any]):
 
     # --- tensors ------------------------------------------------------------------------------
     def entries(self, group: str = "model") -> dict[str, fmt.Entry]:
-        """The index entries (key, dtype, shape, offset, length, checksum) of a group by key."""
+        """The index entries (key, dtype, shape, offset, length, xxh3) of a group by key."""
         self._group(group)
         return dict(self._header.group(group))
 
@@ -129,28 +132,37 @@ class Reader(Mapping[str, Any]):
         return self._header.columns.lengths[self._position(key, group)]
 
     def get_tensor(self, key: str, group: str = "model", *, verify: bool = True) -> Any:
-        """Reads one entry: a numpy array (a jax PRNG key array for typed keys).
+        """Reads one entry: a new numpy array (a jax PRNG key array for typed keys).
+
+        Only the entry's bytes and the padding before them are read (one system call); its
+        checksum is checked unless ``verify=False``.
 
         Raises:
-          KeyError: no such key. FileFormatError: its bytes are corrupted.
+          KeyError: no such key. ValueError: the reader is closed, or ``group`` is unknown.
+          FileFormatError: its bytes are corrupted, or the file was replaced since it was opened.
         """
         i = self._position(key, group)
-        fd = self._acquire()
+        self._reading.append(None)
         try:
+            fd = self._fd
+            if fd is None or self._closed:  # checked after counting this read: see close()
+                fd = self._open()
             arr = fmt.read_at(fd, self._header, i, verify=verify)
         except OSError as e:
             raise FileFormatError(
                 f"{self.path}: cannot read {key!r} ({e.strerror or e}).", file=self.path, path=key
             ) from e
         finally:
-            self._release()
+            self._reading.pop()
+            if self._closed:
+                self._close_if_idle()
         impls = self._header.columns.prng_impls
         return _finish_leaf(self._header.entry(i), arr) if impls and impls[i] else arr
 
     def mmap(self, key: str, group: str = "model") -> np.ndarray:
         """A read-only view of one entry's bytes in a memory map of the file (no read, no checksum).
 
-        Every call shares one mapping of the file per reader; each view keeps it alive, also after
+        All calls share one mapping of the file per reader; each view keeps it alive, also after
         :meth:`close`. The padding before the entry is checked; its checksum is not (use
         ``reader[key]`` or :meth:`verify` for that).
 
@@ -186,7 +198,10 @@ class Reader(Mapping[str, Any]):
     def read_all(
         self, group: str | None = None, *, verify: bool = True
     ) -> dict[str, dict[str, Any]]:
-        """Reads every entry (of one group, or all groups with every padding byte checked).
+        """Reads every entry (of one group, or of all groups with every padding byte checked).
+
+        The arrays are private copy-on-write views of one memory map of the file (see
+        :func:`jaxnets.io.format.read_arrays`).
 
         Returns:
           ``{group: {key: array}}``.
@@ -194,7 +209,7 @@ class Reader(Mapping[str, Any]):
         self._check_open()
         h = self._header
         out: dict[str, dict[str, Any]] = {g: {} for g in self._groups}
-        if group is None:  # one pass over the whole file: every padding byte is checked
+        if group is None:  # one pass over the whole file
             arrays = fmt.read_arrays(h, None, verify=verify)
             if not self._groups["opt_state"]:
                 out["model"] = dict(zip(h.columns.keys, arrays))
@@ -203,7 +218,8 @@ class Reader(Mapping[str, Any]):
                     out[g][k] = arr
         else:
             positions = self._group(group)  # ascending: file order
-            out[group] = dict(zip(positions, fmt.read_arrays(h, list(positions.values()), verify=verify)))
+            arrays = fmt.read_arrays(h, list(positions.values()), verify=verify)
+            out[group] = dict(zip(positions, arrays))
         if h.columns.prng_impls:
             for g, arrays in out.items():
                 for k, arr in arrays.items():
@@ -231,16 +247,15 @@ class Reader(Mapping[str, Any]):
 
     # --- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
-        """Closes the reader's file descriptor (once reads in progress in other threads end).
+        """Closes the reader: its descriptor at once, or when the reads in progress end.
 
         Arrays already returned stay valid (``mmap`` views keep their mapping alive). Reading after
         ``close()`` raises ValueError; closing twice is fine.
         """
         with self._lock:
-            self._closed = True
-            if self._busy == 0:
-                self._close_now()
+            self._closed = True  # set before looking at _reading: see get_tensor
             self._map = None  # views handed out keep the mapping alive; it is unmapped after them
+        self._close_if_idle()
 
     def __enter__(self) -> Reader:
         return self
@@ -253,16 +268,14 @@ class Reader(Mapping[str, Any]):
         return f"<jaxnets.Reader {self.path!r} v{self.format_version} {self.kind} tensors={n}>"
 
     # --- helpers ------------------------------------------------------------------------------
-    def _group(self, group: str) -> Mapping[str, fmt.Entry]:
-        if group not in self._groups:
-            raise ValueError(f"group must be one of {sorted(self._groups)}, got {group!r}")
-        return self._groups[group]
-
-    def _position(self, key: str, group: str) -> int:
-        positions = self._header.positions.get(group) if isinstance(group, str) else None
+    def _group(self, group: str) -> Mapping[str, int]:
+        positions = self._groups.get(group) if isinstance(group, str) else None
         if positions is None:
             raise ValueError(f"group must be one of {sorted(self._groups)}, got {group!r}")
-        i = positions.get(key) if isinstance(key, str) else None
+        return positions
+
+    def _position(self, key: str, group: str) -> int:
+        i = self._group(group).get(key) if isinstance(key, str) else None
         if i is None:
             raise KeyError(f"{self.path}: no entry {key!r} in group {group!r}")
         return i
@@ -271,8 +284,12 @@ class Reader(Mapping[str, Any]):
         if self._closed:
             raise ValueError(f"{self.path}: the reader is closed")
 
-    def _acquire(self) -> int:
-        """The open descriptor (opened and checked on first use), counted as in use."""
+    def _open(self) -> int:
+        """The descriptor, opened (and the file's identity checked) on first use.
+
+        Raises:
+          ValueError: the reader is closed.
+        """
         with self._lock:
             self._check_open()
             if self._fd is None:
@@ -285,20 +302,16 @@ class Reader(Mapping[str, Any]):
                 self._fd = fd
                 # Also closed if the reader is dropped unclosed (jaxnets.load does not close it).
                 self._close_fd = weakref.finalize(self, os.close, fd)
-            self._busy += 1
             return self._fd
 
-    def _release(self) -> None:
+    def _close_if_idle(self) -> None:
+        # A read that started before close() set _closed is in _reading, so the descriptor stays
+        # open for it; one that starts after sees _closed and never uses the descriptor.
         with self._lock:
-            self._busy -= 1
-            if self._closed and self._busy == 0:
-                self._close_now()
-
-    def _close_now(self) -> None:
-        if self._close_fd is not None:
-            self._close_fd()  # os.close(fd), exactly once
-            self._close_fd = None
-        self._fd = None
+            if self._closed and not self._reading and self._close_fd is not None:
+                self._close_fd()  # os.close(fd), exactly once
+                self._close_fd = None
+                self._fd = None
 
     def _mapping(self) -> _mmap.mmap:
         """One read-only shared mapping of the whole file, made on first use."""
