@@ -31,7 +31,7 @@ import os
 import struct
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from itertools import accumulate, chain, repeat
@@ -432,44 +432,91 @@ def write_file(
     data_start = _align(PREAMBLE_LEN + len(header))
     file_len = data_start + data_len
 
-    folder = os.path.dirname(os.path.abspath(path))
-    _atomic.remove_stale(folder)
+    _atomic.remove_stale(os.path.dirname(os.path.abspath(path)))
     try:
         fd, tmp = _atomic.create_temp(path)
     except OSError as e:
         raise _atomic.write_error(path, e, "creating a temporary file") from e
     try:
-        # Buffered: small tensors and padding coalesce into few syscalls; big ones pass straight through.
-        with os.fdopen(fd, "wb", buffering=_BUFFER) as f:
-            try:
-                f.write(_preamble(len(header), 0, file_len))
-                f.write(header)
-                f.write(_NIL * (data_start - PREAMBLE_LEN - len(header)))
-            except OSError as e:
-                raise _atomic.write_error(path, e, f"writing {tmp}") from e
-            crcs = _stream(f, tensors, shapes, offsets, lengths, path, tmp)
-            final = bytearray(header)
-            for at, crc in zip(crc_at, crcs):
-                final[at : at + 8] = crc.to_bytes(8, "big")
-            try:
-                f.seek(0)
-                f.write(_preamble(len(final), zlib.crc32(final), file_len))
-                f.write(final)
-                f.flush()
-                if fsync:
-                    os.fsync(f.fileno())
-            except OSError as e:
-                raise _atomic.write_error(path, e, f"writing {tmp}") from e
-        _atomic.commit(tmp, path, fsync=fsync)
-    except OSError as e:  # closing (a delayed write error) or the rename
-        _atomic.discard(tmp)
-        if isinstance(e, JaxnetsError):
-            raise
-        raise _atomic.write_error(path, e, f"closing {tmp} and renaming it to {path}") from e
+        out = _Writer(fd, path, tmp)
+        out.add(_preamble(len(header), 0, file_len) + header)
+        out.add(_NIL * (data_start - PREAMBLE_LEN - len(header)))
+        crcs = _stream(out, tensors, shapes, offsets, lengths)
+        out.flush()
+        final = bytearray(header)
+        if crcs:  # patch the checksums in, all at once
+            at = np.asarray(crc_at)[:, None] + np.arange(8)
+            np.frombuffer(final, np.uint8)[at] = np.frombuffer(b"".join(crcs), np.uint8).reshape(-1, 8)
+        out.pwrite(_preamble(len(final), zlib.crc32(final), file_len) + final, 0)
+        out.close(fsync=fsync)
+        try:
+            _atomic.commit(tmp, path, fsync=fsync)
+        except OSError as e:
+            raise _atomic.write_error(path, e, f"renaming {tmp} to {path}") from e
     except BaseException:
+        with suppress(OSError):
+            os.close(fd)  # already closed after a successful close(): EBADF, ignored
         _atomic.discard(tmp)
         raise
     return file_len
+
+
+class _Writer:
+    """Gathers buffers and writes them with ``os.writev``: no copy in user space, few system calls.
+
+    Every OS error becomes a FileWriteError naming the destination.
+    """
+
+    _MAX_BUFFERS = 1000  # under IOV_MAX (1024 on Linux)
+    _MAX_BYTES = 32 << 20  # flush sooner: buffers held here are arrays the caller may free
+
+    def __init__(self, fd: int, path: str, tmp: str):
+        self.fd, self.path, self.tmp = fd, path, tmp
+        self.buffers: list[Any] = []  # kept (cleared in place): _stream appends to it directly
+        self.nbytes = 0  # bytes in self.buffers
+
+    def add(self, buf: bytes) -> None:
+        self.buffers.append(buf)
+        self.nbytes += len(buf)
+        if len(self.buffers) >= self._MAX_BUFFERS or self.nbytes >= self._MAX_BYTES:
+            self.flush()
+
+    def flush(self) -> None:
+        views, left = self.buffers, self.nbytes
+        try:
+            while views:
+                n = os.writev(self.fd, views)
+                if n == left:
+                    break
+                # A short write (a buffer over ~2 GiB, a signal): drop what was written, go on.
+                left -= n
+                views = [memoryview(b).cast("B") for b in views]
+                while n >= len(views[0]):
+                    n -= len(views.pop(0))
+                views[0] = views[0][n:]
+        except OSError as e:
+            raise _atomic.write_error(self.path, e, f"writing {self.tmp}") from e
+        self.buffers.clear()
+        self.nbytes = 0
+
+    def pwrite(self, data: bytes | bytearray, offset: int) -> None:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.pwrite(self.fd, view, offset + len(data) - len(view)) :]
+        except OSError as e:
+            raise _atomic.write_error(self.path, e, f"writing {self.tmp}") from e
+
+    def close(self, *, fsync: bool) -> None:
+        fd, self.fd = self.fd, -1
+        try:
+            if fsync:
+                os.fsync(fd)
+        except OSError as e:
+            raise _atomic.write_error(self.path, e, f"flushing {self.tmp} to disk") from e
+        finally:
+            with suppress(OSError):
+                os.close(fd)
 
 
 def _pack_header(
@@ -484,33 +531,35 @@ def _pack_header(
     # The header map with "tensors" last: pack it with a nil there and cut the nil off (1 byte).
     head = packer.pack({**fields, "tensors": None})[:-1] + packer.pack_array_header(len(tensors))
     zero = bytes(8)
+    pack = packer.pack
     with _no_gc():
         packed = [
-            packer.pack(
-                {"key": t.key, "group": t.group, "dtype": t.dtype, "shape": list(s), "offset": o,
-                 "length": n, **({"prng_impl": t.prng_impl} if t.prng_impl else {}), "xxh3": zero}
-            )  # fmt: skip
+            pack({"key": t.key, "group": t.group, "dtype": t.dtype, "shape": list(s), "offset": o,
+                  "length": n, "xxh3": zero})
+            if not t.prng_impl else
+            pack({"key": t.key, "group": t.group, "dtype": t.dtype, "shape": list(s), "offset": o,
+                  "length": n, "prng_impl": t.prng_impl, "xxh3": zero})
             for t, s, o, n in zip(tensors, shapes, offsets, lengths)
-        ]
+        ]  # fmt: skip
     # "xxh3" is each entry's last item: its 8 bytes end the entry.
     crc_at = [len(head) + end - 8 for end in accumulate(map(len, packed))]
     return head + b"".join(packed), crc_at
 
 
 def _stream(
-    f: Any,
+    out: _Writer,
     tensors: Sequence[TensorSource],
     shapes: list[tuple[int, ...]],
     offsets: list[int],
     lengths: list[int],
-    path: str,
-    tmp: str,
-) -> list[int]:
-    """Writes every tensor's padding and bytes; returns their XXH3-64 hashes."""
+) -> list[bytes]:
+    """Writes every tensor's padding and bytes; returns their XXH3-64 digests (8 bytes each)."""
     dtypes = _dtypes()
+    digest = xxhash.xxh3_64_digest
+    buffers = out.buffers
     crcs = []
     pos = 0
-    for t, shape, off, n in zip(tensors, shapes, offsets, lengths):
+    for t, shape, off, n in zip(tensors, shapes, offsets, lengths):  # per tensor: keep it lean
         arr = t.get()
         want = dtypes[t.dtype]
         if type(arr) is not np.ndarray or arr.dtype != want or arr.shape != shape:
@@ -521,32 +570,36 @@ def _stream(
                 )
         if not arr.flags.c_contiguous:
             arr = np.ascontiguousarray(arr)
-        view = arr.reshape(-1).view(np.uint8)
-        try:
-            if n <= MAX_SEGMENT:
-                f.write(_gap_bytes(pos, off, n))
-                if n > _CHUNK:
-                    for i in range(0, n, _CHUNK):
-                        f.write(view[i : i + _CHUNK])
-                else:
-                    f.write(view)
-                crcs.append(xxhash.xxh3_64_intdigest(view))
-                pos = off + n
-                continue
-            h = xxhash.xxh3_64()
-            start = 0
-            for gap, data, length in _segments_at(pos, n):
-                f.write(_gap_bytes(gap, data, length))
-                for i in range(start, start + length, _CHUNK):
-                    part = view[i : min(i + _CHUNK, start + length)]
-                    f.write(part)
-                    h.update(part)
-                start += length
-                pos = data + length
-            crcs.append(h.intdigest())
-        except OSError as e:
-            raise _atomic.write_error(path, e, f"writing {tmp}") from e
+        if n > MAX_SEGMENT:
+            crcs.append(_stream_segments(out, arr, pos, n))
+            pos = _end(off, n)
+            continue
+        # numpy cannot export ml_dtypes arrays (bfloat16...) as buffers; their bytes it can.
+        data = arr if _EXPORTABLE[t.dtype] else arr.reshape(-1).view(np.uint8)
+        buffers.append(_NILS[off - 5 - pos] + _BIN32.pack(_BIN32_TAG, n))
+        buffers.append(data)
+        crcs.append(digest(data))
+        out.nbytes += off - pos + n
+        pos = off + n
+        if len(buffers) >= out._MAX_BUFFERS or out.nbytes >= out._MAX_BYTES:
+            out.flush()
     return crcs
+
+
+def _stream_segments(out: _Writer, arr: np.ndarray, pos: int, n: int) -> bytes:
+    """Writes a tensor over MAX_SEGMENT bytes as several bin32 segments; returns its digest."""
+    flat = arr.reshape(-1).view(np.uint8)
+    h = xxhash.xxh3_64()
+    start = 0
+    for gap, at, length in _segments_at(pos, n):
+        out.add(_gap_bytes(gap, at, length))
+        part = flat[start : start + length]
+        out.buffers.append(part)
+        out.nbytes += length
+        h.update(part)
+        start += length
+    out.flush()
+    return h.digest()
 
 
 # --- reading the header ---------------------------------------------------------------------------
@@ -803,7 +856,7 @@ def read_at(fd: int, header: Header, i: int, *, verify: bool = True) -> np.ndarr
     key, dtype, length = c.keys[i], c.dtypes[i], c.lengths[i]
     out = np.empty(c.shapes[i], _dtypes()[dtype])
     # numpy cannot export ml_dtypes arrays (bfloat16...) as buffers; their bytes it can.
-    flat = out if _exportable(dtype) else out.reshape(-1).view(np.uint8)
+    flat = out if _EXPORTABLE[dtype] else out.reshape(-1).view(np.uint8)
     gap = header.gap_start(i)
     segs = ((gap, c.offsets[i], length),) if length <= MAX_SEGMENT else _segments_at(gap, length)
     h = xxhash.xxh3_64() if len(segs) > 1 else None
@@ -823,13 +876,21 @@ def read_at(fd: int, header: Header, i: int, *, verify: bool = True) -> np.ndarr
     return out
 
 
-@lru_cache(maxsize=None)
 def _exportable(dtype: str) -> bool:
     try:
         memoryview(np.empty(0, _dtypes()[dtype]))
     except (ValueError, TypeError):
         return False
     return True
+
+
+class _Exportable(dict):  # dtype name -> whether numpy exports its arrays as buffers
+    def __missing__(self, dtype: str) -> bool:
+        self[dtype] = _exportable(dtype)
+        return self[dtype]
+
+
+_EXPORTABLE = _Exportable()
 
 
 def _read_exact(fd: int, buffers: list[Any], offset: int, total: int) -> bool:
