@@ -437,8 +437,8 @@ def write_file(
         fd, tmp = _atomic.create_temp(path)
     except OSError as e:
         raise _atomic.write_error(path, e, "creating a temporary file") from e
+    out = _Writer(fd, path, tmp)
     try:
-        out = _Writer(fd, path, tmp)
         out.add(_preamble(len(header), 0, file_len) + header)
         out.add(_NIL * (data_start - PREAMBLE_LEN - len(header)))
         crcs = _stream(out, tensors, shapes, offsets, lengths)
@@ -454,8 +454,7 @@ def write_file(
         except OSError as e:
             raise _atomic.write_error(path, e, f"renaming {tmp} to {path}") from e
     except BaseException:
-        with suppress(OSError):
-            os.close(fd)  # already closed after a successful close(): EBADF, ignored
+        out.abort()
         _atomic.discard(tmp)
         raise
     return file_len
@@ -508,14 +507,19 @@ class _Writer:
             raise _atomic.write_error(self.path, e, f"writing {self.tmp}") from e
 
     def close(self, *, fsync: bool) -> None:
-        fd, self.fd = self.fd, -1
         try:
             if fsync:
-                os.fsync(fd)
+                os.fsync(self.fd)
         except OSError as e:
             raise _atomic.write_error(self.path, e, f"flushing {self.tmp} to disk") from e
         finally:
-            with suppress(OSError):
+            self.abort()
+
+    def abort(self) -> None:
+        """Closes the descriptor if still open (never twice: the number may be reused at once)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            with suppress(OSError):  # a failed save is being reported already
                 os.close(fd)
 
 
