@@ -29,6 +29,7 @@ import math
 import mmap
 import os
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
@@ -511,9 +512,13 @@ class _Writer:
             if fsync:
                 os.fsync(self.fd)
         except OSError as e:
-            raise _atomic.write_error(self.path, e, f"flushing {self.tmp} to disk") from e
-        finally:
             self.abort()
+            raise _atomic.write_error(self.path, e, f"flushing {self.tmp} to disk") from e
+        fd, self.fd = self.fd, -1
+        try:
+            os.close(fd)  # can report a delayed write error (e.g. on NFS)
+        except OSError as e:
+            raise _atomic.write_error(self.path, e, f"closing {self.tmp}") from e
 
     def abort(self) -> None:
         """Closes the descriptor if still open (never twice: the number may be reused at once)."""
@@ -922,6 +927,9 @@ def _preadv_fallback(fd: int, buffers: list[Any], offset: int) -> int:
     return len(data)
 
 
+# Python >= 3.13 can map without keeping a duplicate descriptor open for the mapping's lifetime.
+MMAP_NO_FD: dict[str, Any] = {"trackfd": False} if sys.version_info >= (3, 13) else {}
+
 _preadv: Callable[[int, list[memoryview], int], int] = getattr(os, "preadv", _preadv_fallback)
 
 
@@ -992,6 +1000,7 @@ def read_arrays(
                 header.file_len,
                 flags=mmap.MAP_PRIVATE,
                 prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                **MMAP_NO_FD,
             )
     except OSError as e:
         raise FileFormatError(

@@ -433,3 +433,70 @@ def test_data_beyond_the_index_is_refused(tmp_path: Path) -> None:
     path = _craft(tmp_path / "a.jnet", {"tensors": [_entry()]}, _ONE_TENSOR_DATA + b"\xc0" * 64)
     with pytest.raises(FileFormatError, match="covers 72 data bytes, the file holds 136"):
         jaxnets.load(path)
+
+
+# --- header lies: every number bounded, every product checked, naming file and key -----------------
+
+
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        # numpy would raise "array is too big" (the product of the non-zero dims overflows int64)
+        (_entry(shape=[0, 1 << 61, 1 << 61], length=0), r"tensor 'w': shape .* too large"),
+        (_entry(shape=[0, (1 << 62) - 1], length=0), r"tensor 'w': shape .* too large"),
+        # jax would raise "TypeError: invalid PRNG key data" when wrapping the key
+        (_entry(prng_impl="threefry2x32", dtype="uint32", shape=[2, 3], length=24), r"'w': malformed PRNG key"),
+        (_entry(prng_impl="rbg", dtype="uint32", shape=[2], length=8), r"'w': malformed PRNG key"),
+        (_entry(prng_impl="threefry2x32", dtype="float32", shape=[2], length=8), r"'w': malformed PRNG key"),
+        (_entry(prng_impl=["threefry2x32"], dtype="uint32", shape=[2], length=8), r"'w': malformed PRNG key"),
+        (_entry(offset=-64), r"'w': offset -64 out of place"),
+        (_entry(offset=1.0 * 64), r"'w': malformed offset"),
+        (_entry(length=True), r"'w': malformed offset"),
+        (_entry(shape=[2.0]), r"'w': malformed shape"),
+        (_entry(shape=[True, 2]), r"'w': malformed shape"),
+        (_entry(shape="ab"), r"'w': malformed shape"),
+        (_entry(dtype=["float32"]), r"'w': unknown dtype"),
+        (_entry(group=["model"]), r"key/group"),
+        (_entry(key=5), r"tensor index entry 0: missing, duplicate or malformed key/group"),
+    ],
+)
+def test_header_lies_are_file_format_errors_naming_file_and_key(tmp_path: Path, entry: dict, match: str) -> None:
+    path = _craft(tmp_path / "a.jnet", {"tensors": [entry]}, _ONE_TENSOR_DATA)
+    with pytest.raises(FileFormatError, match=match) as info:
+        jaxnets.open(path)
+    assert info.value.file == str(path) and str(path) in str(info.value)
+    assert info.value.path == (entry["key"] if isinstance(entry["key"], str) else None)
+
+
+def test_a_missing_field_names_the_entry(tmp_path: Path) -> None:
+    entry = _entry()
+    del entry["length"]
+    with pytest.raises(FileFormatError, match=r"tensor 'w': malformed offset/length/checksum"):
+        jaxnets.open(_craft(tmp_path / "a.jnet", {"tensors": [entry]}, _ONE_TENSOR_DATA))
+
+
+def test_the_first_offending_entry_is_named_among_many(tmp_path: Path) -> None:
+    path = tmp_path / "a.jnet"
+    jaxnets.save_state_dict(path, {f"t{i}": np.full(3, i, np.float32) for i in range(50)}, fsync=False)
+    objs = list(msgpack.Unpacker(open(path, "rb"), raw=False))
+    header = objs[1]
+    header["tensors"][37]["shape"] = [4]  # the length no longer matches
+    data = path.read_bytes()[fmt.read_header(path).data_start :]
+    with pytest.raises(FileFormatError, match=r"tensor 't37': length 12 does not match shape \(4,\)"):
+        jaxnets.open(_craft(tmp_path / "b.jnet", header, data))
+
+
+def test_prng_key_shapes_are_jax_s() -> None:
+    # format.py knows them without importing jax; they must be what jax says.
+    for impl, (name, key_shape) in fmt._PRNG.items():
+        k = jax.random.key(0, impl=impl)
+        assert (str(k.dtype), jax.random.key_data(k).shape) == (name, key_shape), impl
+        assert fmt.prng_key_info(impl) == (name, len(key_shape))
+
+
+def test_empty_tensor_with_large_dims_round_trips(tmp_path: Path) -> None:
+    # Big but bounded dims of an empty tensor are legal: only the product is bounded.
+    x = np.zeros((0, 1 << 20, 1 << 20), np.float32)
+    jaxnets.save_state_dict(tmp_path / "a.jnet", {"x": x}, fsync=False)
+    with jaxnets.open(tmp_path / "a.jnet") as r:
+        assert r["x"].shape == x.shape and r.read_all()["model"]["x"].shape == x.shape
