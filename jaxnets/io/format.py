@@ -885,6 +885,34 @@ def read_at(fd: int, header: Header, i: int, *, verify: bool = True) -> np.ndarr
     return out
 
 
+def span(header: Header, i: int) -> tuple[int, int]:
+    """``(start, end)``: the absolute file range of entry ``i`` with the padding before it."""
+    c = header.columns
+    return header.data_start + header.gap_start(i), header.data_start + _end(c.offsets[i], c.lengths[i])
+
+
+def read_from(window: bytes, at: int, header: Header, i: int, *, verify: bool = True) -> np.ndarray:
+    """Entry ``i`` decoded from ``window``, the file's bytes from absolute offset ``at`` on.
+
+    ``window`` must cover :func:`span` of a one-segment entry (a reader reads ahead into one
+    window for many small tensors). Checks as :func:`read_at`.
+
+    Returns:
+      A new numpy array of the stored dtype and shape.
+    """
+    c = header.columns
+    key, length, off = c.keys[i], c.lengths[i], header.data_start + c.offsets[i] - at
+    gap = header.data_start + header.gap_start(i) - at
+    if window[gap:off] != _NILS[off - 5 - gap] + _BIN32.pack(_BIN32_TAG, length):
+        raise _fail(header.file, f"tensor {key!r}: corrupted padding before its data.", key)
+    view = memoryview(window)[off : off + length]
+    if verify and xxhash.xxh3_64_digest(view) != c.xxh3[i]:
+        raise _fail(header.file, f"tensor {key!r}: checksum mismatch: the file is corrupted.", key)
+    out = np.empty(c.shapes[i], _dtypes()[c.dtypes[i]])
+    out.reshape(-1).view(np.uint8)[:] = view  # type: ignore[assignment]
+    return out
+
+
 def _exportable(dtype: str) -> bool:
     try:
         memoryview(np.empty(0, _dtypes()[dtype]))

@@ -41,27 +41,39 @@ def test_header_exposes_everything_inspect_needs(model_file: Path) -> None:
         assert "'model': 9" in repr(r)
 
 
-def test_reading_one_key_reads_only_its_bytes(
-    model_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    r = jaxnets.open(model_file)
-    h = fmt.read_header(model_file)
+def test_reading_one_key_reads_only_around_its_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small tensors: one read from the key's padding on, of at most 256 KiB, that serves the next
+    # small keys too. Large ones: one read of exactly their padding and bytes, into the new array.
+    sd = {"a": np.arange(10, dtype=np.float32), "big": np.arange(1 << 16, dtype=np.float32),
+          "b": np.ones(3, np.float32), "c": np.zeros(5, np.float32)}  # fmt: skip
+    path = tmp_path / "a.jnet"
+    jaxnets.save_state_dict(path, sd, fsync=False)
+    h = fmt.read_header(path)
     reads: list[tuple[int, int]] = []
-    real = fmt._preadv
+    real_pread, real_preadv = os.pread, fmt._preadv
 
-    def spy(fd: int, views: list, offset: int) -> int:
-        n = real(fd, views, offset)
+    def pread(fd: int, n: int, offset: int) -> bytes:
+        out = real_pread(fd, n, offset)
+        reads.append((offset, offset + len(out)))
+        return out
+
+    def preadv(fd: int, views: list, offset: int) -> int:
+        n = real_preadv(fd, views, offset)
         reads.append((offset, offset + n))
         return n
 
-    monkeypatch.setattr(fmt, "_preadv", spy)
-    w = r["2.weight"]
-    i = h.position(r.entries()["2.weight"])
-    gap, data, length = h.segments(i)[0]
-    # One read: the padding and bin32 header before the tensor, then its bytes, nothing else.
-    assert reads == [(h.data_start + gap, h.data_start + data + length)]
-    assert w.shape == (2, 8) and w.dtype == np.float32
-    np.testing.assert_array_equal(r.mmap("2.weight"), w)
+    monkeypatch.setattr(os, "pread", pread)
+    monkeypatch.setattr(fmt, "_preadv", preadv)
+    span = {e.key: fmt.span(h, h.position(e)) for e in h.entries}
+    with jaxnets.open(path) as r:
+        np.testing.assert_array_equal(r["b"], sd["b"])
+        assert len(reads) == 1 and reads[0][0] == span["b"][0] and span["b"][1] <= reads[0][1] <= span["b"][0] + (256 << 10)
+        np.testing.assert_array_equal(r["c"], sd["c"])
+        assert len(reads) == 1  # served from the same read
+        np.testing.assert_array_equal(r["big"], sd["big"])
+        assert reads[1:] == [span["big"]]
+        np.testing.assert_array_equal(r["a"], sd["a"])
+        assert len(reads) == 3 and reads[2][0] == span["a"][0]
 
 
 def test_mapping_matches_load(model_file: Path) -> None:
