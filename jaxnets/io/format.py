@@ -885,32 +885,47 @@ def read_at(fd: int, header: Header, i: int, *, verify: bool = True) -> np.ndarr
     return out
 
 
-def span(header: Header, i: int) -> tuple[int, int]:
-    """``(start, end)``: the absolute file range of entry ``i`` with the padding before it."""
-    c = header.columns
-    return header.data_start + header.gap_start(i), header.data_start + _end(c.offsets[i], c.lengths[i])
+READ_AHEAD = 256 << 10  # bytes read at once for small tensors (see read_near)
+_SMALL = 64 << 10
 
 
-def read_from(window: bytes, at: int, header: Header, i: int, *, verify: bool = True) -> np.ndarray:
-    """Entry ``i`` decoded from ``window``, the file's bytes from absolute offset ``at`` on.
+def read_near(
+    fd: int, header: Header, i: int, ahead: tuple[int, bytes], *, verify: bool = True
+) -> tuple[np.ndarray, tuple[int, bytes]]:
+    """Reads entry ``i`` like :func:`read_at`, small tensors through a read-ahead window.
 
-    ``window`` must cover :func:`span` of a one-segment entry (a reader reads ahead into one
-    window for many small tensors). Checks as :func:`read_at`.
+    ``ahead`` is ``(start, bytes)``: the file's bytes from ``start`` on, from an earlier call.
+    A tensor of up to 64 KiB (with its padding) inside it costs no system call; otherwise the
+    next :data:`READ_AHEAD` bytes from its padding on are read (one ``pread`` for the many small
+    tensors that follow it in file order). Larger tensors are read straight into their array.
 
     Returns:
-      A new numpy array of the stored dtype and shape.
+      ``(array, window)``: a new numpy array, and the window for the next call.
+
+    Raises:
+      FileFormatError: as :func:`read_at`. OSError: the operating system could not read.
     """
     c = header.columns
-    key, length, off = c.keys[i], c.lengths[i], header.data_start + c.offsets[i] - at
-    gap = header.data_start + header.gap_start(i) - at
-    if window[gap:off] != _NILS[off - 5 - gap] + _BIN32.pack(_BIN32_TAG, length):
+    length = c.lengths[i]
+    gap = header.data_start + header.gap_start(i)
+    off = header.data_start + c.offsets[i]
+    if length > _SMALL:
+        return read_at(fd, header, i, verify=verify), ahead
+    at, window = ahead
+    if not (at <= gap and off + length <= at + len(window)):
+        at, window = gap, os.pread(fd, READ_AHEAD, gap)
+        if len(window) < off + length - gap:
+            key = c.keys[i]
+            raise _fail(header.file, f"tensor {key!r}: file truncated while reading.", key)
+    if window[gap - at : off - at] != _NILS[off - 5 - gap] + _BIN32.pack(_BIN32_TAG, length):
+        key = c.keys[i]
         raise _fail(header.file, f"tensor {key!r}: corrupted padding before its data.", key)
-    view = memoryview(window)[off : off + length]
-    if verify and xxhash.xxh3_64_digest(view) != c.xxh3[i]:
+    if verify and xxhash.xxh3_64_digest(memoryview(window)[off - at : off - at + length]) != c.xxh3[i]:
+        key = c.keys[i]
         raise _fail(header.file, f"tensor {key!r}: checksum mismatch: the file is corrupted.", key)
-    out = np.empty(c.shapes[i], _dtypes()[c.dtypes[i]])
-    out.reshape(-1).view(np.uint8)[:] = view  # type: ignore[assignment]
-    return out
+    dt = _dtypes()[c.dtypes[i]]
+    arr = np.ndarray(c.shapes[i], dt, window, off - at).copy() if length else np.empty(c.shapes[i], dt)
+    return arr, (at, window)
 
 
 def _exportable(dtype: str) -> bool:

@@ -57,8 +57,8 @@ class Reader(Mapping[str, Any]):
         # read costs no lock; close() and the last read out decide under the lock who closes.
         self._reading: list[None] = []
         self._map: _mmap.mmap | None = None
-        # (start, bytes): the file's bytes from start on, read ahead for the next small tensors.
-        # Replaced whole (never changed in place), so threads may share it without a lock.
+        # (start, bytes): the file's bytes from start on, read ahead for the next small tensors
+        # (format.read_near). Replaced whole, never changed, so threads share it without a lock.
         self._ahead: tuple[int, bytes] = (0, b"")
 
     # --- what the file says -------------------------------------------------------------------
@@ -150,18 +150,7 @@ class Reader(Mapping[str, Any]):
             fd = self._fd
             if fd is None or self._closed:  # checked after counting this read: see close()
                 fd = self._open()
-            start, end = fmt.span(self._header, i)
-            at, window = self._ahead
-            if end - start > _SMALL:  # straight into the new array: one system call, no copy
-                arr = fmt.read_at(fd, self._header, i, verify=verify)
-            else:  # small tensors are read READ_AHEAD bytes at a time: many per system call
-                if not (at <= start and end <= at + len(window)):
-                    at, window = start, os.pread(fd, max(_READ_AHEAD, end - start), start)
-                    if len(window) < end - start:
-                        raise FileFormatError(f"{self.path}: tensor {key!r}: file truncated while reading.",
-                                              file=self.path, path=key)  # fmt: skip
-                    self._ahead = (at, window)
-                arr = fmt.read_from(window, at, self._header, i, verify=verify)
+            arr, self._ahead = fmt.read_near(fd, self._header, i, self._ahead, verify=verify)
         except OSError as e:
             raise FileFormatError(
                 f"{self.path}: cannot read {key!r} ({e.strerror or e}).", file=self.path, path=key
@@ -343,10 +332,6 @@ class Reader(Mapping[str, Any]):
                 finally:
                     os.close(fd)  # the mapping does not need it
             return self._map
-
-
-_SMALL = 64 << 10  # tensors (with their padding) up to this size are read ahead
-_READ_AHEAD = 256 << 10
 
 
 def _open(path: str) -> int:
