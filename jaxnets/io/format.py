@@ -32,7 +32,7 @@ import struct
 import sys
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 from itertools import accumulate, chain, repeat
@@ -254,7 +254,7 @@ class Header:
 
     Attributes:
       file: the path read. version: the format version. data_start, file_len: in bytes.
-      fields: the raw header map.
+      fields: the raw header map, without the tensor index (``"tensors"``: see ``columns``).
       identity: ``(st_dev, st_ino, st_size, st_mtime_ns)`` of the file the header was read from;
         a later read refuses a file that was replaced or modified since.
       columns: the tensor index as :class:`Columns`.
@@ -433,99 +433,24 @@ def write_file(
     data_start = _align(PREAMBLE_LEN + len(header))
     file_len = data_start + data_len
 
-    _atomic.remove_stale(os.path.dirname(os.path.abspath(path)))
-    try:
-        fd, tmp = _atomic.create_temp(path)
-    except OSError as e:
-        raise _atomic.write_error(path, e, "creating a temporary file") from e
-    out = _Writer(fd, path, tmp)
-    try:
+    # Large tensors are written from a background thread while this one hashes the next ones.
+    # Not many small ones: the two threads would hand the GIL back and forth for every batch.
+    background = data_len >= _BACKGROUND and data_len >= len(tensors) * _BACKGROUND_PER_TENSOR
+    with _atomic.AtomicFile(path, background=background) as out:
         out.add(_preamble(len(header), 0, file_len) + header)
         out.add(_NIL * (data_start - PREAMBLE_LEN - len(header)))
         crcs = _stream(out, tensors, shapes, offsets, lengths)
-        out.flush()
         final = bytearray(header)
         if crcs:  # patch the checksums in, all at once
             at = np.asarray(crc_at)[:, None] + np.arange(8)
             np.frombuffer(final, np.uint8)[at] = np.frombuffer(b"".join(crcs), np.uint8).reshape(-1, 8)
         out.pwrite(_preamble(len(final), zlib.crc32(final), file_len) + final, 0)
-        out.close(fsync=fsync)
-        try:
-            _atomic.commit(tmp, path, fsync=fsync)
-        except OSError as e:
-            raise _atomic.write_error(path, e, f"renaming {tmp} to {path}") from e
-    except BaseException:
-        out.abort()
-        _atomic.discard(tmp)
-        raise
+        out.commit(fsync=fsync)
     return file_len
 
 
-class _Writer:
-    """Gathers buffers and writes them with ``os.writev``: no copy in user space, few system calls.
-
-    Every OS error becomes a FileWriteError naming the destination.
-    """
-
-    _MAX_BUFFERS = 1000  # under IOV_MAX (1024 on Linux)
-    _MAX_BYTES = 32 << 20  # flush sooner: buffers held here are arrays the caller may free
-
-    def __init__(self, fd: int, path: str, tmp: str):
-        self.fd, self.path, self.tmp = fd, path, tmp
-        self.buffers: list[Any] = []  # kept (cleared in place): _stream appends to it directly
-        self.nbytes = 0  # bytes in self.buffers
-
-    def add(self, buf: bytes) -> None:
-        self.buffers.append(buf)
-        self.nbytes += len(buf)
-        if len(self.buffers) >= self._MAX_BUFFERS or self.nbytes >= self._MAX_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        views, left = self.buffers, self.nbytes
-        try:
-            while views:
-                n = os.writev(self.fd, views)
-                if n == left:
-                    break
-                # A short write (a buffer over ~2 GiB, a signal): drop what was written, go on.
-                left -= n
-                views = [memoryview(b).cast("B") for b in views]
-                while n >= len(views[0]):
-                    n -= len(views.pop(0))
-                views[0] = views[0][n:]
-        except OSError as e:
-            raise _atomic.write_error(self.path, e, f"writing {self.tmp}") from e
-        self.buffers.clear()
-        self.nbytes = 0
-
-    def pwrite(self, data: bytes | bytearray, offset: int) -> None:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.pwrite(self.fd, view, offset + len(data) - len(view)) :]
-        except OSError as e:
-            raise _atomic.write_error(self.path, e, f"writing {self.tmp}") from e
-
-    def close(self, *, fsync: bool) -> None:
-        try:
-            if fsync:
-                os.fsync(self.fd)
-        except OSError as e:
-            self.abort()
-            raise _atomic.write_error(self.path, e, f"flushing {self.tmp} to disk") from e
-        fd, self.fd = self.fd, -1
-        try:
-            os.close(fd)  # can report a delayed write error (e.g. on NFS)
-        except OSError as e:
-            raise _atomic.write_error(self.path, e, f"closing {self.tmp}") from e
-
-    def abort(self) -> None:
-        """Closes the descriptor if still open (never twice: the number may be reused at once)."""
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            with suppress(OSError):  # a failed save is being reported already
-                os.close(fd)
+_BACKGROUND = 8 << 20  # bytes of data, and per tensor, from which a writer thread pays
+_BACKGROUND_PER_TENSOR = 1 << 20
 
 
 def _pack_header(
@@ -556,16 +481,15 @@ def _pack_header(
 
 
 def _stream(
-    out: _Writer,
+    out: _atomic.AtomicFile,
     tensors: Sequence[TensorSource],
     shapes: list[tuple[int, ...]],
     offsets: list[int],
     lengths: list[int],
 ) -> list[bytes]:
-    """Writes every tensor's padding and bytes; returns their XXH3-64 digests (8 bytes each)."""
+    """Queues every tensor's padding and bytes; returns their XXH3-64 digests (8 bytes each)."""
     dtypes = _dtypes()
     digest = xxhash.xxh3_64_digest
-    buffers = out.buffers
     crcs = []
     pos = 0
     for t, shape, off, n in zip(tensors, shapes, offsets, lengths):  # per tensor: keep it lean
@@ -585,29 +509,27 @@ def _stream(
             continue
         # numpy cannot export ml_dtypes arrays (bfloat16...) as buffers; their bytes it can.
         data = arr if _EXPORTABLE[t.dtype] else arr.reshape(-1).view(np.uint8)
+        buffers = out.buffers
         buffers.append(_NILS[off - 5 - pos] + _BIN32.pack(_BIN32_TAG, n))
         buffers.append(data)
-        crcs.append(digest(data))
         out.nbytes += off - pos + n
+        out.maybe_flush()  # before hashing: the writer thread copies while this one hashes
+        crcs.append(digest(data))
         pos = off + n
-        if len(buffers) >= out._MAX_BUFFERS or out.nbytes >= out._MAX_BYTES:
-            out.flush()
     return crcs
 
 
-def _stream_segments(out: _Writer, arr: np.ndarray, pos: int, n: int) -> bytes:
-    """Writes a tensor over MAX_SEGMENT bytes as several bin32 segments; returns its digest."""
+def _stream_segments(out: _atomic.AtomicFile, arr: np.ndarray, pos: int, n: int) -> bytes:
+    """Queues a tensor over MAX_SEGMENT bytes as several bin32 segments; returns its digest."""
     flat = arr.reshape(-1).view(np.uint8)
     h = xxhash.xxh3_64()
     start = 0
     for gap, at, length in _segments_at(pos, n):
         out.add(_gap_bytes(gap, at, length))
         part = flat[start : start + length]
-        out.buffers.append(part)
-        out.nbytes += length
+        out.add(part)
         h.update(part)
         start += length
-    out.flush()
     return h.digest()
 
 
@@ -684,7 +606,9 @@ def read_header(path: str | os.PathLike[str]) -> Header:
             raise _fail(file, f"malformed header ({type(e).__name__}: {e}).") from e
         if not isinstance(fields, dict):
             raise _fail(file, "malformed header (not a map).")
-        columns, positions = _parse_index(file, fields.get("tensors"), file_len - data_start)
+        # The index leaves the raw map: 2 containers per tensor that would stay alive (and be
+        # traversed by every full GC of the process) for what Header.columns already holds.
+        columns, positions = _parse_index(file, fields.pop("tensors", None), file_len - data_start)
     identity = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
     return Header(file, version, data_start, file_len, fields, identity, columns, positions)
 
@@ -906,10 +830,10 @@ def read_near(
       FileFormatError: as :func:`read_at`. OSError: the operating system could not read.
     """
     c = header.columns
-    length = c.lengths[i]
-    gap = header.data_start + header.gap_start(i)
-    off = header.data_start + c.offsets[i]
-    if length > _SMALL:
+    length, base = c.lengths[i], header.data_start
+    gap = base + (_end(c.offsets[i - 1], c.lengths[i - 1]) if i else 0)  # gap_start(i), inlined
+    off = base + c.offsets[i]
+    if length > _SMALL or length > MAX_SEGMENT:
         return read_at(fd, header, i, verify=verify), ahead
     at, window = ahead
     if not (at <= gap and off + length <= at + len(window)):

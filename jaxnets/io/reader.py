@@ -42,7 +42,7 @@ class Reader(Mapping[str, Any]):
     Attributes:
       path: the file.
       format_version: the file format version (see docs/format.md).
-      header: the raw header map (JSON-able), for tools.
+      header: the raw header map (JSON-able), for tools; the tensor index is :meth:`entries`.
     """
 
     def __init__(self, path: str | os.PathLike[str]):
@@ -144,7 +144,10 @@ class Reader(Mapping[str, Any]):
           KeyError: no such key. ValueError: the reader is closed, or ``group`` is unknown.
           FileFormatError: its bytes are corrupted, or the file was replaced since it was opened.
         """
-        i = self._position(key, group)
+        positions = self._groups.get(group) if isinstance(group, str) else None
+        i = positions.get(key) if positions is not None and isinstance(key, str) else None
+        if i is None:
+            i = self._position(key, group)  # raises the right error
         self._reading.append(None)
         try:
             fd = self._fd
@@ -236,8 +239,7 @@ class Reader(Mapping[str, Any]):
         self.read_all()
 
     # --- Mapping over the model's entries -----------------------------------------------------
-    def __getitem__(self, key: str) -> Any:
-        return self.get_tensor(key)
+    __getitem__ = get_tensor  # reader[key]: the model group, checksum verified
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._groups["model"])

@@ -45,6 +45,7 @@ def _failing(real: Callable[..., Any], err: int, when: Callable[..., bool] = lam
     return fake
 
 
+@pytest.mark.parametrize("size", [1 << 16, 16 << 20])  # written inline / by the writer thread
 @pytest.mark.parametrize(
     "call, err, what",
     [
@@ -56,7 +57,7 @@ def _failing(real: Callable[..., Any], err: int, when: Callable[..., bool] = lam
     ],
 )
 def test_an_os_error_at_any_step_is_a_file_write_error_and_the_old_file_is_intact(
-    old_file: Path, monkeypatch: pytest.MonkeyPatch, call: str, err: int, what: str
+    old_file: Path, monkeypatch: pytest.MonkeyPatch, call: str, err: int, what: str, size: int
 ) -> None:
     before = old_file.read_bytes()
     folder = str(old_file.parent)
@@ -65,7 +66,7 @@ def test_an_os_error_at_any_step_is_a_file_write_error_and_the_old_file_is_intac
     monkeypatch.setattr(os, call, _failing(getattr(os, call), err, when))
     msg = rf"w\.jnet: cannot save: {os.strerror(err)} \(while {what}.*the destination was not changed"
     with pytest.raises(FileWriteError, match=msg) as info:
-        jaxnets.save_state_dict(old_file, {"a": np.zeros(1 << 16, np.float32)})
+        jaxnets.save_state_dict(old_file, {"a": np.zeros(size // 4, np.float32)})
     monkeypatch.undo()
     e = info.value
     assert isinstance(e, OSError) and isinstance(e, JaxnetsError)
@@ -79,7 +80,7 @@ def test_a_real_size_limit_mid_write_is_a_file_write_error_and_the_old_file_is_i
     # running as root, permissions cannot. A subprocess, so the limit binds nothing else.
     before = old_file.read_bytes()
     out = subprocess.run(
-        [sys.executable, str(SCRIPTS / "write_over_limit.py"), str(old_file), str(1 << 20)],
+        [sys.executable, str(SCRIPTS / "write_over_limit.py"), str(old_file), str(4 << 20)],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     got = json.loads(out.stdout.strip().splitlines()[-1])
