@@ -227,11 +227,11 @@ class Reader(Mapping[str, Any]):
             arrays = fmt.read_arrays(h, list(positions.values()), verify=verify)
             out[group] = dict(zip(positions, arrays))
         if h.columns.prng_impls:
-            for g, arrays in out.items():
-                for k, arr in arrays.items():
+            for g, by_key in out.items():
+                for k, arr in by_key.items():
                     i = self._groups[g][k]
                     if h.columns.prng_impls[i]:
-                        arrays[k] = _finish_leaf(h.entry(i), arr)
+                        by_key[k] = _finish_leaf(h.entry(i), arr)
         return out
 
     def verify(self) -> None:

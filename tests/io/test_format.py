@@ -20,6 +20,7 @@ import xxhash
 
 import jaxnets
 from jaxnets import FileFormatError, JaxnetsError, nn
+from jaxnets.io import _layout
 from jaxnets.io import format as fmt
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -145,7 +146,7 @@ def test_tensor_data_is_64_byte_aligned(tmp_path: Path) -> None:
 def test_tensor_over_segment_size_is_split_and_round_trips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fmt, "MAX_SEGMENT", 128)  # a 4 GiB tensor's layout, in 1000 bytes
+    monkeypatch.setattr(_layout, "MAX_SEGMENT", 128)  # a 4 GiB tensor's layout, in 1000 bytes
     big = np.arange(1000, dtype=np.uint8)
     path = tmp_path / "a.jnet"
     jaxnets.save_state_dict(path, {"big": big, "after": np.ones(3, np.float32)}, fsync=False)
@@ -488,7 +489,7 @@ def test_the_first_offending_entry_is_named_among_many(tmp_path: Path) -> None:
 
 def test_prng_key_shapes_are_jax_s() -> None:
     # format.py knows them without importing jax; they must be what jax says.
-    for impl, (name, key_shape) in fmt._PRNG.items():
+    for impl, (name, key_shape) in _layout._PRNG.items():
         k = jax.random.key(0, impl=impl)
         assert (str(k.dtype), jax.random.key_data(k).shape) == (name, key_shape), impl
         assert fmt.prng_key_info(impl) == (name, len(key_shape))

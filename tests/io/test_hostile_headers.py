@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 
 import jaxnets
 from jaxnets import JaxnetsError, nn
+from jaxnets.io import _layout
 from jaxnets.io import format as fmt
 
 SETTINGS = settings(
@@ -226,7 +227,7 @@ def relayout(header: dict[str, Any], data: bytes) -> bytes | None:
         if not (isinstance(e, dict) and isinstance(e.get("key"), str) and isinstance(e.get("group"), str) and e["group"] in fmt.GROUPS
                 and isinstance(e.get("dtype"), str) and e["dtype"] in sizes and isinstance(e.get("shape"), list)
                 and all(type(d) is int and 0 <= d < 2**62 for d in e["shape"])
-                and len(e["shape"]) <= fmt.MAX_NDIM and (e.get("prng_impl") is None or isinstance(e.get("prng_impl"), str))):  # fmt: skip
+                and len(e["shape"]) <= _layout.MAX_NDIM and (e.get("prng_impl") is None or isinstance(e.get("prng_impl"), str))):  # fmt: skip
             return None
         n = math.prod(e["shape"]) * sizes[e["dtype"]]
         if n > 1 << 16:

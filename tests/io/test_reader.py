@@ -13,6 +13,7 @@ import pytest
 
 import jaxnets
 from jaxnets import FileFormatError, nn
+from jaxnets.io import _tensors
 from jaxnets.io import format as fmt
 
 
@@ -50,7 +51,7 @@ def test_reading_one_key_reads_only_around_its_bytes(tmp_path: Path, monkeypatch
     jaxnets.save_state_dict(path, sd, fsync=False)
     h = fmt.read_header(path)
     reads: list[tuple[int, int]] = []
-    real_pread, real_preadv = os.pread, fmt._preadv
+    real_pread, real_preadv = os.pread, _tensors._preadv
 
     def pread(fd: int, n: int, offset: int) -> bytes:
         out = real_pread(fd, n, offset)
@@ -63,7 +64,7 @@ def test_reading_one_key_reads_only_around_its_bytes(tmp_path: Path, monkeypatch
         return n
 
     monkeypatch.setattr(os, "pread", pread)
-    monkeypatch.setattr(fmt, "_preadv", preadv)
+    monkeypatch.setattr(_tensors, "_preadv", preadv)
     segs = {e.key: h.segments(h.position(e))[0] for e in h.entries}
     span = {k: (h.data_start + gap, h.data_start + data + n) for k, (gap, data, n) in segs.items()}
     with jaxnets.open(path) as r:
