@@ -236,7 +236,9 @@ def _measure(
         if per_key is not None:
             per_key(warm, small)
         shutil.rmtree(warm) if os.path.isdir(warm) else os.unlink(warm)
-    best = {m: {op: float("inf") for op, fn in zip(OPS, METHODS[m]) if fn is not None} for m in methods}
+    best = {
+        m: {op: float("inf") for op, fn in zip(OPS, METHODS[m]) if fn is not None} for m in methods
+    }
     for r in range(repeat):
         for name in methods:
             save, load, per_key = METHODS[name]
@@ -263,12 +265,18 @@ def _goals(n: int, res: dict[str, dict[str, float]]) -> list[str]:
         return []
     lines = []
     if "raw write" in res:
-        lines.append(f"save jaxnets / raw write = {j['save'] / res['raw write']['save']:.2f}x (goal <= 1.1)")
+        lines.append(
+            f"save jaxnets / raw write = {j['save'] / res['raw write']['save']:.2f}x (goal <= 1.1)"
+        )
     if "safetensors" in res:
         st = res["safetensors"]
-        lines.append(f"load jaxnets / safetensors load_file = {j['load'] / st['load']:.2f}x (goal <= 1.0)")
+        lines.append(
+            f"load jaxnets / safetensors load_file = {j['load'] / st['load']:.2f}x (goal <= 1.0)"
+        )
         goal = " (goal <= 1.5)" if n >= 2000 else ""
-        lines.append(f"per-key jaxnets / safetensors get_tensor = {j['per-key'] / st['per-key']:.2f}x{goal}")
+        lines.append(
+            f"per-key jaxnets / safetensors get_tensor = {j['per-key'] / st['per-key']:.2f}x{goal}"
+        )
     if "orbax" in res:
         o = res["orbax"]
         lines.append(f"orbax / jaxnets: save {o['save'] / j['save']:.1f}x, load {o['load'] / j['load']:.1f}x slower"
@@ -316,7 +324,9 @@ def main(argv: list[str] | None = None) -> None:
             if row:
                 groups[f"{op}, {n} leaves"] = row
         print(f"\n{n} leaves, {nbytes / MiB:.0f} MiB total")
-        print(f"{'method':<14}{'save s':>9}{'load s':>9}{'per-key s':>11}{'save GB/s':>11}{'load GB/s':>11}")
+        print(
+            f"{'method':<14}{'save s':>9}{'load s':>9}{'per-key s':>11}{'save GB/s':>11}{'load GB/s':>11}"
+        )
         for m, r in results.items():
             pk = f"{r['per-key']:>11.3f}" if "per-key" in r else f"{'-':>11}"
             print(f"{m:<14}{r['save']:>9.3f}{r['load']:>9.3f}{pk}"

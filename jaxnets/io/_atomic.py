@@ -31,7 +31,15 @@ from typing import Any
 
 from jaxnets.errors import FileWriteError
 
-__all__ = ["AtomicFile", "create_temp", "discard", "commit", "remove_stale", "write_error", "TEMP_PATTERN"]
+__all__ = [
+    "AtomicFile",
+    "create_temp",
+    "discard",
+    "commit",
+    "remove_stale",
+    "write_error",
+    "TEMP_PATTERN",
+]
 
 TEMP_PATTERN = re.compile(
     r"\.(?P<name>.+)\.(?P<pid>[1-9][0-9]{0,9})\.(?P<host>[0-9a-f]{8})\.[0-9a-f]{8}\.tmp", re.DOTALL
@@ -62,7 +70,13 @@ def create_temp(path: str) -> tuple[int, str]:
     """
     folder, name = os.path.split(os.path.abspath(path))
     short = os.fsdecode(os.fsencode(name)[:_NAME_BYTES])
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    flags = (
+        os.O_WRONLY
+        | os.O_CREAT
+        | os.O_EXCL
+        | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_BINARY", 0)
+    )
     for _ in range(16):
         tmp = os.path.join(folder, f".{short}.{os.getpid()}.{_host()}.{secrets.token_hex(4)}.tmp")
         try:

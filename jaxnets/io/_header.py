@@ -42,7 +42,7 @@ from jaxnets.io._layout import (
     _next_offset,
     _no_gc,
     storage_dtype,
-)  # fmt: skip
+)
 
 __all__ = ["read_header", "check_identity"]
 
@@ -129,9 +129,7 @@ def _types(column: Iterable[Any]) -> set[type]:
     return set(map(type, column))
 
 
-def _parse_index(
-    file: str, raw: Any, data_len: int
-) -> tuple[Columns, dict[str, dict[str, int]]]:
+def _parse_index(file: str, raw: Any, data_len: int) -> tuple[Columns, dict[str, dict[str, int]]]:
     """Validates the tensor index column by column; the first failing rule names its first entry.
 
     Every rule is checked over the whole index with C-level builtins (sets of types, min/max,
@@ -155,7 +153,9 @@ def _parse_index(
             tuple([e.get(f) for e in raw]) for f in _FIELDS
         )
     # Any entry with more than the 7 fields may be a PRNG key array.
-    impls = tuple([e.get("prng_impl") for e in raw]) if set(map(len, raw)) - {len(_FIELDS)} else None
+    impls = (
+        tuple([e.get("prng_impl") for e in raw]) if set(map(len, raw)) - {len(_FIELDS)} else None
+    )
 
     def fail(i: int, msg: str) -> FileFormatError:
         key = keys[i]
@@ -210,7 +210,9 @@ def _parse_index(
     itemsizes = tuple(map(sizes.__getitem__, dtypes))
     if tuple(map(mul, map(math.prod, shapes), itemsizes)) != lengths:
         i = next(i for i in range(n) if math.prod(shapes[i]) * itemsizes[i] != lengths[i])
-        raise fail(i, f"length {lengths[i]} does not match shape {tuple(shapes[i])} of {dtypes[i]}.")
+        raise fail(
+            i, f"length {lengths[i]} does not match shape {tuple(shapes[i])} of {dtypes[i]}."
+        )
     longest = max(lengths, default=0)
     if longest > data_len:  # before any layout arithmetic
         i = lengths.index(longest)
@@ -243,7 +245,9 @@ def _parse_index(
     if impls is not None and impls.count(None) == n:
         impls = None
     # Shapes become tuples: the lists stay in the raw header, which callers may change.
-    columns = Columns(keys, groups, dtypes, tuple(map(tuple, shapes)), offsets, lengths, crcs, impls)
+    columns = Columns(
+        keys, groups, dtypes, tuple(map(tuple, shapes)), offsets, lengths, crcs, impls
+    )
     return columns, positions
 
 

@@ -237,7 +237,16 @@ class Header:
         """Entry ``i`` of the index (O(1), without building :attr:`entries`)."""
         c = self.columns
         impl = c.prng_impls[i] if c.prng_impls else None
-        return Entry(c.keys[i], c.groups[i], c.dtypes[i], c.shapes[i], c.offsets[i], c.lengths[i], c.xxh3[i], impl)
+        return Entry(
+            c.keys[i],
+            c.groups[i],
+            c.dtypes[i],
+            c.shapes[i],
+            c.offsets[i],
+            c.lengths[i],
+            c.xxh3[i],
+            impl,
+        )
 
     def group(self, group: str) -> Mapping[str, Entry]:
         """The entries of one group by key, in file order (a read-only view).

@@ -31,7 +31,7 @@ from jaxnets.io._layout import (
     _fail,
     _gap_bytes,
     _segments_at,
-)  # fmt: skip
+)
 
 __all__ = [
     "READ_AHEAD", "read_at", "read_near", "read_arrays", "read_tensor", "read_tensors", "verify_file",
@@ -57,7 +57,11 @@ def read_at(fd: int, header: Header, i: int, *, verify: bool = True) -> np.ndarr
     # numpy cannot export ml_dtypes arrays (bfloat16...) as buffers; their bytes it can.
     flat = out if _EXPORTABLE[dtype] else out.reshape(-1).view(np.uint8)
     gap = header.gap_start(i)
-    segs = ((gap, c.offsets[i], length),) if length <= _layout.MAX_SEGMENT else _segments_at(gap, length)
+    segs = (
+        ((gap, c.offsets[i], length),)
+        if length <= _layout.MAX_SEGMENT
+        else _segments_at(gap, length)
+    )
     h = xxhash.xxh3_64() if len(segs) > 1 else None
     start = 0
     for gap, data, n in segs:
@@ -110,11 +114,18 @@ def read_near(
     if window[gap - at : off - at] != _NILS[off - 5 - gap] + _BIN32.pack(_BIN32_TAG, length):
         key = c.keys[i]
         raise _fail(header.file, f"tensor {key!r}: corrupted padding before its data.", key)
-    if verify and xxhash.xxh3_64_digest(memoryview(window)[off - at : off - at + length]) != c.xxh3[i]:
+    if (
+        verify
+        and xxhash.xxh3_64_digest(memoryview(window)[off - at : off - at + length]) != c.xxh3[i]
+    ):
         key = c.keys[i]
         raise _fail(header.file, f"tensor {key!r}: checksum mismatch: the file is corrupted.", key)
     dt = _dtypes()[c.dtypes[i]]
-    arr = np.ndarray(c.shapes[i], dt, window, off - at).copy() if length else np.empty(c.shapes[i], dt)
+    arr = (
+        np.ndarray(c.shapes[i], dt, window, off - at).copy()
+        if length
+        else np.empty(c.shapes[i], dt)
+    )
     return arr, (at, window)
 
 
@@ -158,12 +169,16 @@ def read_tensor(header: Header, entry: Entry, *, verify: bool = True) -> np.ndar
     try:
         fd = os.open(header.file, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError as e:
-        raise FileFormatError(f"{header.file}: cannot read ({e.strerror or e}).", file=header.file) from e
+        raise FileFormatError(
+            f"{header.file}: cannot read ({e.strerror or e}).", file=header.file
+        ) from e
     try:
         check_identity(header, fd)
         return read_at(fd, header, i, verify=verify)
     except OSError as e:
-        raise FileFormatError(f"{header.file}: cannot read ({e.strerror or e}).", file=header.file) from e
+        raise FileFormatError(
+            f"{header.file}: cannot read ({e.strerror or e}).", file=header.file
+        ) from e
     finally:
         os.close(fd)
 
@@ -230,11 +245,21 @@ def read_arrays(
         if n > _layout.MAX_SEGMENT:
             out.append(_read_segments(header, raw, i, verify))
             continue
-        gap = header.gap_start(i) if i and lengths[i - 1] > _layout.MAX_SEGMENT else (offsets[i - 1] + lengths[i - 1] if i else 0)
+        gap = (
+            header.gap_start(i)
+            if i and lengths[i - 1] > _layout.MAX_SEGMENT
+            else (offsets[i - 1] + lengths[i - 1] if i else 0)
+        )
         if raw[base + gap : base + off] != _NILS[off - 5 - gap] + _BIN32.pack(_BIN32_TAG, n):
-            raise _fail(header.file, f"tensor {keys[i]!r}: corrupted padding before its data.", keys[i])
+            raise _fail(
+                header.file, f"tensor {keys[i]!r}: corrupted padding before its data.", keys[i]
+            )
         if verify and digest(raw[base + off : base + off + n]) != c.xxh3[i]:
-            raise _fail(header.file, f"tensor {keys[i]!r}: checksum mismatch: the file is corrupted.", keys[i])
+            raise _fail(
+                header.file,
+                f"tensor {keys[i]!r}: checksum mismatch: the file is corrupted.",
+                keys[i],
+            )
         dt = dtypes[c.dtypes[i]]
         out.append(np.ndarray(c.shapes[i], dt, mm, base + off) if n else np.empty(c.shapes[i], dt))
     return out

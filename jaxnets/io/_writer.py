@@ -38,7 +38,7 @@ from jaxnets.io._layout import (
     _no_gc,
     _preamble,
     _segments_at,
-)  # fmt: skip
+)
 
 __all__ = ["write_file"]
 
@@ -98,7 +98,9 @@ def write_file(
         final = bytearray(header)
         if crcs:  # patch the checksums in, all at once
             at = np.asarray(crc_at)[:, None] + np.arange(8)
-            np.frombuffer(final, np.uint8)[at] = np.frombuffer(b"".join(crcs), np.uint8).reshape(-1, 8)
+            np.frombuffer(final, np.uint8)[at] = np.frombuffer(b"".join(crcs), np.uint8).reshape(
+                -1, 8
+            )
         out.pwrite(_preamble(len(final), zlib.crc32(final), file_len) + final, 0)
         out.commit(fsync=fsync)
     return file_len

@@ -326,7 +326,9 @@ class Reader(Mapping[str, Any]):
                 fd = _open(self.path)
                 try:
                     fmt.check_identity(self._header, fd)
-                    self._map = _mmap.mmap(fd, self._header.file_len, prot=_mmap.PROT_READ, **fmt.MMAP_NO_FD)
+                    self._map = _mmap.mmap(
+                        fd, self._header.file_len, prot=_mmap.PROT_READ, **fmt.MMAP_NO_FD
+                    )
                 except OSError as e:
                     raise FileFormatError(
                         f"{self.path}: cannot map ({e.strerror or e}).", file=self.path

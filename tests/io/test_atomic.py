@@ -36,7 +36,9 @@ def _tmp_files(folder: Path) -> list[str]:
     return sorted(f for f in os.listdir(folder) if f.endswith(".tmp"))
 
 
-def _failing(real: Callable[..., Any], err: int, when: Callable[..., bool] = lambda *a: True) -> Callable[..., Any]:
+def _failing(
+    real: Callable[..., Any], err: int, when: Callable[..., bool] = lambda *a: True
+) -> Callable[..., Any]:
     def fake(*args: Any, **kwargs: Any) -> Any:
         if when(*args):
             raise OSError(err, os.strerror(err))
@@ -62,9 +64,15 @@ def test_an_os_error_at_any_step_is_a_file_write_error_and_the_old_file_is_intac
     before = old_file.read_bytes()
     folder = str(old_file.parent)
     # Fail only this save's own calls (paths in its folder), not whatever else runs meanwhile.
-    when = (lambda p, *a: str(p).startswith(folder)) if call in ("open", "replace") else (lambda *a: True)
+    when = (
+        (lambda p, *a: str(p).startswith(folder))
+        if call in ("open", "replace")
+        else (lambda *a: True)
+    )
     monkeypatch.setattr(os, call, _failing(getattr(os, call), err, when))
-    msg = rf"w\.jnet: cannot save: {os.strerror(err)} \(while {what}.*the destination was not changed"
+    msg = (
+        rf"w\.jnet: cannot save: {os.strerror(err)} \(while {what}.*the destination was not changed"
+    )
     with pytest.raises(FileWriteError, match=msg) as info:
         jaxnets.save_state_dict(old_file, {"a": np.zeros(size // 4, np.float32)})
     monkeypatch.undo()
@@ -75,7 +83,9 @@ def test_an_os_error_at_any_step_is_a_file_write_error_and_the_old_file_is_intac
     assert _tmp_files(old_file.parent) == []
 
 
-def test_a_real_size_limit_mid_write_is_a_file_write_error_and_the_old_file_is_intact(old_file: Path) -> None:
+def test_a_real_size_limit_mid_write_is_a_file_write_error_and_the_old_file_is_intact(
+    old_file: Path,
+) -> None:
     # RLIMIT_FSIZE makes the kernel refuse the write (EFBIG), as a full disk refuses it (ENOSPC);
     # running as root, permissions cannot. A subprocess, so the limit binds nothing else.
     before = old_file.read_bytes()
@@ -113,7 +123,12 @@ def test_temp_file_is_named_after_the_writer_and_new_files_follow_the_umask(tmp_
     fmt.write_file(tmp_path / "m.jnet", [fmt.TensorSource("x", "model", "float32", (2,), look)], {})
     assert len(seen) == 1
     m = _atomic.TEMP_PATTERN.fullmatch(seen[0])
-    assert m and m["name"] == "m.jnet" and int(m["pid"]) == os.getpid() and m["host"] == _atomic._host()
+    assert (
+        m
+        and m["name"] == "m.jnet"
+        and int(m["pid"]) == os.getpid()
+        and m["host"] == _atomic._host()
+    )
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "m.jnet").stat().st_mode) == 0o666 & ~umask

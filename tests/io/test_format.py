@@ -416,7 +416,11 @@ def test_array_over_2gib_round_trips_and_one_small_key_reads_cheaply(tmp_path: P
             part = view[i : i + chunk]
             np.testing.assert_array_equal(part, pattern[: len(part)])
             h.update(part)
-        assert h.intdigest() == reader.entries()["big"].checksum == int.from_bytes(reader.entries()["big"].xxh3, "big")
+        assert (
+            h.intdigest()
+            == reader.entries()["big"].checksum
+            == int.from_bytes(reader.entries()["big"].xxh3, "big")
+        )
         del view
     script = Path(__file__).parent / "scripts" / "read_one_key.py"
     out = subprocess.run(
@@ -446,10 +450,19 @@ def test_data_beyond_the_index_is_refused(tmp_path: Path) -> None:
         (_entry(shape=[0, 1 << 61, 1 << 61], length=0), r"tensor 'w': shape .* too large"),
         (_entry(shape=[0, (1 << 62) - 1], length=0), r"tensor 'w': shape .* too large"),
         # jax would raise "TypeError: invalid PRNG key data" when wrapping the key
-        (_entry(prng_impl="threefry2x32", dtype="uint32", shape=[2, 3], length=24), r"'w': malformed PRNG key"),
+        (
+            _entry(prng_impl="threefry2x32", dtype="uint32", shape=[2, 3], length=24),
+            r"'w': malformed PRNG key",
+        ),
         (_entry(prng_impl="rbg", dtype="uint32", shape=[2], length=8), r"'w': malformed PRNG key"),
-        (_entry(prng_impl="threefry2x32", dtype="float32", shape=[2], length=8), r"'w': malformed PRNG key"),
-        (_entry(prng_impl=["threefry2x32"], dtype="uint32", shape=[2], length=8), r"'w': malformed PRNG key"),
+        (
+            _entry(prng_impl="threefry2x32", dtype="float32", shape=[2], length=8),
+            r"'w': malformed PRNG key",
+        ),
+        (
+            _entry(prng_impl=["threefry2x32"], dtype="uint32", shape=[2], length=8),
+            r"'w': malformed PRNG key",
+        ),
         (_entry(offset=-64), r"'w': offset -64 out of place"),
         (_entry(offset=1.0 * 64), r"'w': malformed offset"),
         (_entry(length=True), r"'w': malformed offset"),
@@ -461,7 +474,9 @@ def test_data_beyond_the_index_is_refused(tmp_path: Path) -> None:
         (_entry(key=5), r"tensor index entry 0: missing, duplicate or malformed key/group"),
     ],
 )
-def test_header_lies_are_file_format_errors_naming_file_and_key(tmp_path: Path, entry: dict, match: str) -> None:
+def test_header_lies_are_file_format_errors_naming_file_and_key(
+    tmp_path: Path, entry: dict, match: str
+) -> None:
     path = _craft(tmp_path / "a.jnet", {"tensors": [entry]}, _ONE_TENSOR_DATA)
     with pytest.raises(FileFormatError, match=match) as info:
         jaxnets.open(path)
@@ -478,12 +493,16 @@ def test_a_missing_field_names_the_entry(tmp_path: Path) -> None:
 
 def test_the_first_offending_entry_is_named_among_many(tmp_path: Path) -> None:
     path = tmp_path / "a.jnet"
-    jaxnets.save_state_dict(path, {f"t{i}": np.full(3, i, np.float32) for i in range(50)}, fsync=False)
+    jaxnets.save_state_dict(
+        path, {f"t{i}": np.full(3, i, np.float32) for i in range(50)}, fsync=False
+    )
     objs = list(msgpack.Unpacker(open(path, "rb"), raw=False))
     header = objs[1]
     header["tensors"][37]["shape"] = [4]  # the length no longer matches
     data = path.read_bytes()[fmt.read_header(path).data_start :]
-    with pytest.raises(FileFormatError, match=r"tensor 't37': length 12 does not match shape \(4,\)"):
+    with pytest.raises(
+        FileFormatError, match=r"tensor 't37': length 12 does not match shape \(4,\)"
+    ):
         jaxnets.open(_craft(tmp_path / "b.jnet", header, data))
 
 

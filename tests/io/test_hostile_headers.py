@@ -66,8 +66,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
         "rbg": jax.random.key(1, impl="rbg"),
     }
     jaxnets.save_state_dict(d / "flat.jnet", flat, fsync=False)
-    tree = {"enc": {"w": flat["w"], "b": np.zeros(4, np.float32)}, "rng": key, "steps": [flat["i4"], flat["scalar"]]}
-    jaxnets.save_state_dict(d / "tree.jnet", tree, metadata={"mean": np.arange(3, dtype=np.int32)}, fsync=False)
+    tree = {
+        "enc": {"w": flat["w"], "b": np.zeros(4, np.float32)},
+        "rng": key,
+        "steps": [flat["i4"], flat["scalar"]],
+    }
+    jaxnets.save_state_dict(
+        d / "tree.jnet", tree, metadata={"mean": np.arange(3, dtype=np.int32)}, fsync=False
+    )
     model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.Linear(3, 2))
     params, state = model.init(key)
     opt = jaxnets.optim.adam(1e-3)
@@ -91,7 +97,12 @@ def _build(header: Any, data: bytes) -> bytes:
     """A file around ``header`` and the data region, with a valid preamble and header CRC."""
     hb = _encode(header)
     start = -(-(35 + len(hb)) // 64) * 64
-    return fmt._preamble(len(hb), zlib.crc32(hb), start + len(data)) + hb + b"\xc0" * (start - 35 - len(hb)) + data
+    return (
+        fmt._preamble(len(hb), zlib.crc32(hb), start + len(data))
+        + hb
+        + b"\xc0" * (start - 35 - len(hb))
+        + data
+    )
 
 
 class _DupMap(dict):  # type: ignore[type-arg]
@@ -124,7 +135,25 @@ def _encode(obj: Any) -> bytes:
 
 
 # --- mutations --------------------------------------------------------------------------------------
-INTS = [0, 1, -1, 2, 63, 64, 65, 255, 2**31, 2**32, 2**53 + 1, 2**61, 2**62 - 1, 2**62, 2**63 - 1, -(2**63), 2**64 - 1]
+INTS = [
+    0,
+    1,
+    -1,
+    2,
+    63,
+    64,
+    65,
+    255,
+    2**31,
+    2**32,
+    2**53 + 1,
+    2**61,
+    2**62 - 1,
+    2**62,
+    2**63 - 1,
+    -(2**63),
+    2**64 - 1,
+]
 OTHERS: list[Any] = [None, True, False, 1.5, float("nan"), float("inf"), "", "x", "float32", b"", b"\0" * 8,
                      [], [1, 2], [[0]], {}, {"a": 1}, {"__class__": "nn.Linear"}, {"__array__": [1], "dtype": "int8", "shape": [1]}]  # fmt: skip
 DTYPES = sorted(fmt._dtypes()) + ["object", "float128", "O", "<f4"]
@@ -134,7 +163,13 @@ IMPLS: list[Any] = ["threefry2x32", "rbg", "unsafe_rbg", "evil", None, 5, ["rbg"
 
 def _paths(node: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
     out = []
-    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    items = (
+        node.items()
+        if isinstance(node, dict)
+        else enumerate(node)
+        if isinstance(node, list)
+        else ()
+    )
     for k, v in items:
         out.append((*prefix, k))
         out.extend(_paths(v, (*prefix, k)))
@@ -153,11 +188,24 @@ def _set(root: Any, path: tuple[Any, ...], value: Any) -> None:
 
 def mutate(draw: Callable[[Any], Any], header: dict[str, Any]) -> None:
     """Applies one drawn mutation to ``header`` in place."""
-    kind = draw(st.sampled_from(["number", "type", "drop", "duplicate", "rekey", "dupkey", "tensor", "tensor", "tensor"]))
+    kind = draw(
+        st.sampled_from(
+            ["number", "type", "drop", "duplicate", "rekey", "dupkey", "tensor", "tensor", "tensor"]
+        )
+    )
     tensors = header.get("tensors")
-    if kind == "tensor" and isinstance(tensors, list) and tensors and all(isinstance(e, dict) for e in tensors):
+    if (
+        kind == "tensor"
+        and isinstance(tensors, list)
+        and tensors
+        and all(isinstance(e, dict) for e in tensors)
+    ):
         e = draw(st.sampled_from(tensors))
-        field = draw(st.sampled_from(["key", "group", "dtype", "shape", "offset", "length", "xxh3", "prng_impl"]))
+        field = draw(
+            st.sampled_from(
+                ["key", "group", "dtype", "shape", "offset", "length", "xxh3", "prng_impl"]
+            )
+        )
         if field == "key":
             e["key"] = draw(st.sampled_from([t.get("key") for t in tensors] + ["", "a.b", 5]))
         elif field == "group":
@@ -166,7 +214,18 @@ def mutate(draw: Callable[[Any], Any], header: dict[str, Any]) -> None:
             e["dtype"] = draw(st.sampled_from(DTYPES))
         elif field == "shape":
             old = e.get("shape") if isinstance(e.get("shape"), list) else []
-            e["shape"] = draw(st.sampled_from([*SHAPES, [*old, 1], old[:-1], old[::-1], [*old, 2], [d + 1 for d in old if isinstance(d, int)]]))
+            e["shape"] = draw(
+                st.sampled_from(
+                    [
+                        *SHAPES,
+                        [*old, 1],
+                        old[:-1],
+                        old[::-1],
+                        [*old, 2],
+                        [d + 1 for d in old if isinstance(d, int)],
+                    ]
+                )
+            )
         elif field in ("offset", "length"):
             old = e.get(field) if type(e.get(field)) is int else 0
             e[field] = draw(st.sampled_from([*INTS, old + 1, old - 1, old + 64, old - 64, old * 2]))
@@ -195,7 +254,11 @@ def mutate(draw: Callable[[Any], Any], header: dict[str, Any]) -> None:
         del _get(header, path[:-1])[path[-1]]
     elif kind == "rekey" and isinstance(_get(header, path[:-1]), dict):
         parent = _get(header, path[:-1])
-        new = draw(st.sampled_from([b"bytes", str(path[-1]).encode(), "", "__class__", "__array__", "tensors"]))
+        new = draw(
+            st.sampled_from(
+                [b"bytes", str(path[-1]).encode(), "", "__class__", "__array__", "tensors"]
+            )
+        )
         parent[new] = parent.pop(path[-1])
     elif kind == "dupkey" and isinstance(_get(header, path[:-1]), dict):
         parent = _get(header, path[:-1])
@@ -206,7 +269,10 @@ def mutate(draw: Callable[[Any], Any], header: dict[str, Any]) -> None:
     elif kind == "duplicate" and isinstance(_get(header, path), list) and _get(header, path):
         lst = _get(header, path)
         i = draw(st.integers(0, len(lst) - 1))
-        lst.insert(draw(st.integers(0, len(lst))), msgpack.unpackb(msgpack.packb(lst[i], use_bin_type=True), raw=False))
+        lst.insert(
+            draw(st.integers(0, len(lst))),
+            msgpack.unpackb(msgpack.packb(lst[i], use_bin_type=True), raw=False),
+        )
     else:
         _set(header, path, draw(st.sampled_from(OTHERS)))
 
@@ -233,7 +299,11 @@ def relayout(header: dict[str, Any], data: bytes) -> bytes | None:
         if n > 1 << 16:
             return None
         off, length = e.get("offset"), e.get("length")
-        old = data[off : off + length] if type(off) is int and type(length) is int and 0 <= off <= len(data) else b""
+        old = (
+            data[off : off + length]
+            if type(off) is int and type(length) is int and 0 <= off <= len(data)
+            else b""
+        )
         raw = (old + bytes(n))[:n]
         dt, shape = fmt._dtypes()[e["dtype"]], tuple(e["shape"])
         sources.append(fmt.TensorSource(e["key"], e["group"], e["dtype"], shape,
@@ -280,13 +350,21 @@ def _read_everything(path: Path) -> None:
             infos = r.infos(g)
             assert list(infos) == list(r.keys(g)) == list(whole[g])
             for k, e in r.entries(g).items():
-                stored = blob[h.data_start + e.offset :][: e.length] if len(h.segments(h.position(e))) == 1 else None
+                stored = (
+                    blob[h.data_start + e.offset :][: e.length]
+                    if len(h.segments(h.position(e))) == 1
+                    else None
+                )
                 for value in (r.get_tensor(k, g), whole[g][k]):
                     if e.prng_impl:
                         assert str(value.dtype) == e.leaf_dtype and value.shape == e.leaf_shape
                         value = np.asarray(jax.random.key_data(value))
-                    assert isinstance(value, np.ndarray) and value.dtype == fmt.storage_dtype(e.dtype)
-                    assert value.shape == e.shape and infos[k] == jaxnets.LeafInfo(e.leaf_shape, e.leaf_dtype)
+                    assert isinstance(value, np.ndarray) and value.dtype == fmt.storage_dtype(
+                        e.dtype
+                    )
+                    assert value.shape == e.shape and infos[k] == jaxnets.LeafInfo(
+                        e.leaf_shape, e.leaf_dtype
+                    )
                     assert stored is None or value.tobytes() == stored
                     assert xxhash.xxh3_64_digest(value.tobytes()) == e.xxh3
                 if not e.prng_impl and stored is not None:
@@ -296,7 +374,9 @@ def _read_everything(path: Path) -> None:
 
 @SETTINGS
 @given(data=st.data())
-def test_mutated_headers_read_consistently_or_raise_jaxnets_errors(files: dict[str, bytes], data: st.DataObject) -> None:
+def test_mutated_headers_read_consistently_or_raise_jaxnets_errors(
+    files: dict[str, bytes], data: st.DataObject
+) -> None:
     path = hostile_file(data.draw, files, sorted(files))
     try:
         _read_everything(path)
@@ -315,10 +395,15 @@ def test_the_mutations_reach_the_semantic_checks(files: dict[str, bytes]) -> Non
     with pytest.raises(jaxnets.FileFormatError, match="'rng': malformed PRNG key"):
         jaxnets.open(path)
     header, data = _split(files["flat"])
-    next(e for e in header["tensors"] if e["key"] == "w")["dtype"] = "int32"  # same size: reads fine
+    next(e for e in header["tensors"] if e["key"] == "w")["dtype"] = (
+        "int32"  # same size: reads fine
+    )
     path.write_bytes(relayout(header, data) or b"")
     with jaxnets.open(path) as r:
-        assert r["w"].dtype == np.int32 and r["w"].tobytes() == np.arange(12, dtype=np.float32).tobytes()
+        assert (
+            r["w"].dtype == np.int32
+            and r["w"].tobytes() == np.arange(12, dtype=np.float32).tobytes()
+        )
 
 
 # --- jaxnets.load: a JaxnetsError, except the known raw exceptions outside the byte layer ----------
@@ -333,8 +418,18 @@ _VERSIONS_KEY = (
     "and bytes keys) raises a raw TypeError while sorting the keys (issue 8 item 4)"
 )
 KNOWN: list[tuple[type[BaseException], str, str, str]] = [
-    (OverflowError, "core/registry.py", r"out of bounds for int|too large to convert|float infinity", _REGISTRY_ARRAY),
-    (TypeError, "io/model_file.py", r"argument should be integer or bytes-like object", _VERSIONS_KEY),
+    (
+        OverflowError,
+        "core/registry.py",
+        r"out of bounds for int|too large to convert|float infinity",
+        _REGISTRY_ARRAY,
+    ),
+    (
+        TypeError,
+        "io/model_file.py",
+        r"argument should be integer or bytes-like object",
+        _VERSIONS_KEY,
+    ),
 ]
 
 
@@ -345,7 +440,9 @@ def _origin(e: BaseException) -> str:
 
 @SETTINGS
 @given(data=st.data())
-def test_mutated_model_files_load_or_raise_jaxnets_errors(files: dict[str, bytes], data: st.DataObject) -> None:
+def test_mutated_model_files_load_or_raise_jaxnets_errors(
+    files: dict[str, bytes], data: st.DataObject
+) -> None:
     path = hostile_file(data.draw, files, sorted(files))
     try:
         jaxnets.load(path)
@@ -353,7 +450,9 @@ def test_mutated_model_files_load_or_raise_jaxnets_errors(files: dict[str, bytes
         pass
     except Exception as e:
         where = _origin(e)
-        if not any(isinstance(e, t) and where == w and re.search(m, str(e)) for t, w, m, _ in KNOWN):
+        if not any(
+            isinstance(e, t) and where == w and re.search(m, str(e)) for t, w, m, _ in KNOWN
+        ):
             raise AssertionError(f"raw {type(e).__name__} from jaxnets/{where}: {e}") from e
 
 
@@ -367,8 +466,12 @@ def _mutated(files: dict[str, bytes], name: str, change: Callable[[dict[str, Any
 
 @pytest.mark.xfail(strict=True, raises=OverflowError, reason=_REGISTRY_ARRAY)
 @pytest.mark.parametrize("value", [2**31, 2**63 - 1, 2**64 - 1, -(2**63), float("inf")])
-def test_known_metadata_array_values_out_of_range_are_jaxnets_errors(files: dict[str, bytes], value: Any) -> None:
-    path = _mutated(files, "tree", lambda h: h["metadata"]["mean"]["__array__"].__setitem__(0, value))
+def test_known_metadata_array_values_out_of_range_are_jaxnets_errors(
+    files: dict[str, bytes], value: Any
+) -> None:
+    path = _mutated(
+        files, "tree", lambda h: h["metadata"]["mean"]["__array__"].__setitem__(0, value)
+    )
     with jaxnets.open(path) as r:  # the byte layer is fine; decoding the metadata is not
         r.read_all()
     with pytest.raises(JaxnetsError, match="mean"):
@@ -377,6 +480,8 @@ def test_known_metadata_array_values_out_of_range_are_jaxnets_errors(files: dict
 
 @pytest.mark.xfail(strict=True, raises=TypeError, reason=_VERSIONS_KEY)
 def test_known_bytes_key_in_versions_is_a_jaxnets_error(files: dict[str, bytes]) -> None:
-    path = _mutated(files, "model", lambda h: h["versions"].__setitem__(b"0", h["versions"].pop("0")))
+    path = _mutated(
+        files, "model", lambda h: h["versions"].__setitem__(b"0", h["versions"].pop("0"))
+    )
     with pytest.raises(JaxnetsError, match="versions"):
         jaxnets.load(path)

@@ -42,7 +42,9 @@ def test_header_exposes_everything_inspect_needs(model_file: Path) -> None:
         assert "'model': 9" in repr(r)
 
 
-def test_reading_one_key_reads_only_around_its_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_reading_one_key_reads_only_around_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # Small tensors: one read from the key's padding on, of at most 256 KiB, that serves the next
     # small keys too. Large ones: one read of exactly their padding and bytes, into the new array.
     sd = {"a": np.arange(10, dtype=np.float32), "big": np.arange(1 << 16, dtype=np.float32),
@@ -69,7 +71,11 @@ def test_reading_one_key_reads_only_around_its_bytes(tmp_path: Path, monkeypatch
     span = {k: (h.data_start + gap, h.data_start + data + n) for k, (gap, data, n) in segs.items()}
     with jaxnets.open(path) as r:
         np.testing.assert_array_equal(r["b"], sd["b"])
-        assert len(reads) == 1 and reads[0][0] == span["b"][0] and span["b"][1] <= reads[0][1] <= span["b"][0] + fmt.READ_AHEAD
+        assert (
+            len(reads) == 1
+            and reads[0][0] == span["b"][0]
+            and span["b"][1] <= reads[0][1] <= span["b"][0] + fmt.READ_AHEAD
+        )
         np.testing.assert_array_equal(r["c"], sd["c"])
         assert len(reads) == 1  # served from the same read
         np.testing.assert_array_equal(r["big"], sd["big"])
@@ -129,7 +135,10 @@ def test_prng_keys_read_back_as_typed_keys(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def many_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
     rng = np.random.default_rng(0)
-    sd = {f"layers.{i}.weight": rng.standard_normal(3 + i % 5).astype(np.float32) for i in range(20_000)}
+    sd = {
+        f"layers.{i}.weight": rng.standard_normal(3 + i % 5).astype(np.float32)
+        for i in range(20_000)
+    }
     path = tmp_path_factory.mktemp("many") / "many.jnet"
     jaxnets.save_state_dict(path, sd, fsync=False)
     return path, sd
@@ -179,7 +188,9 @@ def test_reading_one_key_never_touches_another_tensors_bytes(tmp_path: Path) -> 
 
 
 def _open_fds() -> set[int]:
-    return {int(fd) for fd in os.listdir("/proc/self/fd")} if os.path.isdir("/proc/self/fd") else set()
+    return (
+        {int(fd) for fd in os.listdir("/proc/self/fd")} if os.path.isdir("/proc/self/fd") else set()
+    )
 
 
 def test_one_descriptor_per_reader_opened_lazily_and_closed_by_close(model_file: Path) -> None:
@@ -213,7 +224,9 @@ def test_an_unclosed_reader_releases_its_descriptor_when_dropped(model_file: Pat
     assert _open_fds() == before
 
 
-def test_threads_share_a_reader_and_close_never_breaks_a_read_in_progress(many_keys: tuple[Path, dict]) -> None:
+def test_threads_share_a_reader_and_close_never_breaks_a_read_in_progress(
+    many_keys: tuple[Path, dict],
+) -> None:
     import threading
 
     path, sd = many_keys
@@ -252,9 +265,13 @@ def test_threads_share_a_reader_and_close_never_breaks_a_read_in_progress(many_k
 
 def test_a_file_replaced_after_opening_is_refused_not_mixed(tmp_path: Path) -> None:
     path = tmp_path / "a.jnet"
-    jaxnets.save_state_dict(path, {"a": np.zeros(4, np.float32), "b": np.ones(4, np.float32)}, fsync=False)
+    jaxnets.save_state_dict(
+        path, {"a": np.zeros(4, np.float32), "b": np.ones(4, np.float32)}, fsync=False
+    )
     r = jaxnets.open(path)
-    jaxnets.save_state_dict(path, {"a": np.full(4, 7, np.float32), "b": np.ones(4, np.float32)}, fsync=False)
+    jaxnets.save_state_dict(
+        path, {"a": np.full(4, 7, np.float32), "b": np.ones(4, np.float32)}, fsync=False
+    )
     with pytest.raises(FileFormatError, match="replaced or modified since its header was read"):
         r["a"]
     with pytest.raises(FileFormatError, match="replaced or modified"):
@@ -268,7 +285,9 @@ def test_entries_are_indexed_by_key_and_position(model_file: Path) -> None:
     h = fmt.read_header(model_file)
     for i, e in enumerate(h.entries):
         assert h.position(e) == i and h.entry(i) == e and h.group(e.group)[e.key] == e
-        assert (h.data_start + e.offset) % fmt.ALIGN == 0 and e.checksum == int.from_bytes(e.xxh3, "big")
+        assert (h.data_start + e.offset) % fmt.ALIGN == 0 and e.checksum == int.from_bytes(
+            e.xxh3, "big"
+        )
     with pytest.raises(ValueError, match="not an entry of this file"):
         h.position(h.entries[0]._replace(length=1))
     with pytest.raises(TypeError):
