@@ -111,7 +111,7 @@ def read_near(
         if len(window) < off + length - gap:
             key = c.keys[i]
             raise _fail(header.file, f"tensor {key!r}: file truncated while reading.", key)
-    if window[gap - at : off - at] != _NILS[off - 5 - gap] + _BIN32.pack(_BIN32_TAG, length):
+    if window[gap - at : off - at] != _PADDING[off - 5 - gap, length]:
         key = c.keys[i]
         raise _fail(header.file, f"tensor {key!r}: corrupted padding before its data.", key)
     if (
@@ -211,8 +211,8 @@ def read_arrays(
       One array per position, of the stored dtype and shape (PRNG keys: their uint32 key data).
 
     Raises:
-      FileFormatError: a corrupted tensor (the first in file order), naming it; or the file was
-        replaced or modified since its header was read.
+      FileFormatError: the first corrupted tensor in file order, named; or the file was replaced
+        or modified since its header was read.
     """
     c = header.columns
     todo = range(len(c.keys)) if positions is None else positions
@@ -234,35 +234,57 @@ def read_arrays(
         raise FileFormatError(
             f"{header.file}: cannot read ({e.strerror or e}).", file=header.file
         ) from e
-    base = header.data_start
     raw = memoryview(mm)
-    dtypes = _dtypes()
-    keys, offsets, lengths = c.keys, c.offsets, c.lengths
-    digest = xxhash.xxh3_64_digest
-    out = []
-    for i in todo:  # the hot loop of every load: plain locals, no calls that can be avoided
-        off, n = offsets[i], lengths[i]
-        if n > _layout.MAX_SEGMENT:
+    todo = list(todo)
+    lengths, big = c.lengths, _layout.MAX_SEGMENT
+    if max(lengths[i] for i in todo) <= big:  # the common case: every tensor one segment
+        return _read_single(header, mm, raw, todo, verify)
+    out: list[np.ndarray] = []
+    for i in todo:
+        if lengths[i] > big:
             out.append(_read_segments(header, raw, i, verify))
-            continue
-        gap = (
-            header.gap_start(i)
-            if i and lengths[i - 1] > _layout.MAX_SEGMENT
-            else (offsets[i - 1] + lengths[i - 1] if i else 0)
-        )
-        if raw[base + gap : base + off] != _NILS[off - 5 - gap] + _BIN32.pack(_BIN32_TAG, n):
-            raise _fail(
-                header.file, f"tensor {keys[i]!r}: corrupted padding before its data.", keys[i]
-            )
-        if verify and digest(raw[base + off : base + off + n]) != c.xxh3[i]:
-            raise _fail(
-                header.file,
-                f"tensor {keys[i]!r}: checksum mismatch: the file is corrupted.",
-                keys[i],
-            )
-        dt = dtypes[c.dtypes[i]]
-        out.append(np.ndarray(c.shapes[i], dt, mm, base + off) if n else np.empty(c.shapes[i], dt))
+        else:
+            out += _read_single(header, mm, raw, [i], verify)
     return out
+
+
+def _read_single(
+    header: Header, mm: mmap.mmap, raw: memoryview, todo: list[int], verify: bool
+) -> list[np.ndarray]:
+    """One-segment tensors as views of the mapping, every check done column-wise (C loops)."""
+    c = header.columns
+    base, offsets, lengths = header.data_start, c.offsets, c.lengths
+    starts = [base + offsets[i] for i in todo]
+    ends = [s + lengths[i] for s, i in zip(starts, todo)]
+    gaps = [base + (_end(offsets[i - 1], lengths[i - 1]) if i else 0) for i in todo]
+    expected = _PADDING
+    ok = [raw[g:s] == expected[s - 5 - g, e - s] for g, s, e in zip(gaps, starts, ends)]
+    bad = len(todo) if all(ok) else ok.index(False)  # the first tensor with corrupted padding
+    if verify:  # hashed up to there, so the error names the first corrupted tensor in the file
+        digest = xxhash.xxh3_64_digest
+        got = [digest(raw[s:e]) for s, e in zip(starts[:bad], ends)]
+        if got != [c.xxh3[i] for i in todo[:bad]]:
+            key = c.keys[next(i for i, d in zip(todo, got) if d != c.xxh3[i])]
+            raise _fail(
+                header.file, f"tensor {key!r}: checksum mismatch: the file is corrupted.", key
+            )
+    if bad < len(todo):
+        key = c.keys[todo[bad]]
+        raise _fail(header.file, f"tensor {key!r}: corrupted padding before its data.", key)
+    dtypes = _dtypes()
+    return [np.ndarray(c.shapes[i], dtypes[c.dtypes[i]], mm, s) for i, s in zip(todo, starts)]
+
+
+class _Padding(dict):  # type: ignore[type-arg]
+    """``(nil count, length) -> expected padding bytes``: 20,000 small tensors share a few."""
+
+    def __missing__(self, key: tuple[int, int]) -> bytes:
+        nils, length = key
+        value = self[key] = _NILS[nils] + _BIN32.pack(_BIN32_TAG, length)
+        return value
+
+
+_PADDING = _Padding()
 
 
 def _read_segments(header: Header, raw: memoryview, i: int, verify: bool) -> np.ndarray:
