@@ -324,7 +324,13 @@ def _next_offset(offset: int, length: int) -> int:
 
 
 def _gap_bytes(gap_start: int, data: int, length: int) -> bytes:
-    return _NILS[data - 5 - gap_start] + _BIN32.pack(_BIN32_TAG, length)
+    """The bytes between ``gap_start`` and the payload at ``data``: nil padding, a bin32 header."""
+    return _padding(data - 5 - gap_start, length)
+
+
+@lru_cache(maxsize=1 << 12)  # 20,000 small tensors of a model share a few lengths
+def _padding(nils: int, length: int) -> bytes:
+    return _NILS[nils] + _BIN32.pack(_BIN32_TAG, length)
 
 
 def _preamble(header_len: int, header_crc: int, file_len: int) -> bytes:

@@ -18,11 +18,8 @@ from jaxnets.errors import FileFormatError
 from jaxnets.io import _layout
 from jaxnets.io._header import check_identity, read_header
 from jaxnets.io._layout import (
-    _BIN32,
-    _BIN32_TAG,
     _CHUNK,
     _EXPORTABLE,
-    _NILS,
     MMAP_NO_FD,
     Entry,
     Header,
@@ -30,6 +27,7 @@ from jaxnets.io._layout import (
     _end,
     _fail,
     _gap_bytes,
+    _padding,
     _segments_at,
 )
 
@@ -111,7 +109,7 @@ def read_near(
         if len(window) < off + length - gap:
             key = c.keys[i]
             raise _fail(header.file, f"tensor {key!r}: file truncated while reading.", key)
-    if window[gap - at : off - at] != _PADDING[off - 5 - gap, length]:
+    if window[gap - at : off - at] != _padding(off - 5 - gap, length):
         key = c.keys[i]
         raise _fail(header.file, f"tensor {key!r}: corrupted padding before its data.", key)
     if (
@@ -257,8 +255,7 @@ def _read_single(
     starts = [base + offsets[i] for i in todo]
     ends = [s + lengths[i] for s, i in zip(starts, todo)]
     gaps = [base + (_end(offsets[i - 1], lengths[i - 1]) if i else 0) for i in todo]
-    expected = _PADDING
-    ok = [raw[g:s] == expected[s - 5 - g, e - s] for g, s, e in zip(gaps, starts, ends)]
+    ok = [raw[g:s] == _padding(s - 5 - g, e - s) for g, s, e in zip(gaps, starts, ends)]
     bad = len(todo) if all(ok) else ok.index(False)  # the first tensor with corrupted padding
     if verify:  # hashed up to there, so the error names the first corrupted tensor in the file
         digest = xxhash.xxh3_64_digest
@@ -273,18 +270,6 @@ def _read_single(
         raise _fail(header.file, f"tensor {key!r}: corrupted padding before its data.", key)
     dtypes = _dtypes()
     return [np.ndarray(c.shapes[i], dtypes[c.dtypes[i]], mm, s) for i, s in zip(todo, starts)]
-
-
-class _Padding(dict):  # type: ignore[type-arg]
-    """``(nil count, length) -> expected padding bytes``: 20,000 small tensors share a few."""
-
-    def __missing__(self, key: tuple[int, int]) -> bytes:
-        nils, length = key
-        value = self[key] = _NILS[nils] + _BIN32.pack(_BIN32_TAG, length)
-        return value
-
-
-_PADDING = _Padding()
 
 
 def _read_segments(header: Header, raw: memoryview, i: int, verify: bool) -> np.ndarray:

@@ -21,11 +21,8 @@ import xxhash
 from jaxnets.errors import JaxnetsError
 from jaxnets.io import _atomic, _layout
 from jaxnets.io._layout import (
-    _BIN32,
-    _BIN32_TAG,
     _EXPORTABLE,
     _NIL,
-    _NILS,
     ALIGN,
     PREAMBLE_LEN,
     TensorSource,
@@ -36,6 +33,7 @@ from jaxnets.io._layout import (
     _itemsizes,
     _next_offset,
     _no_gc,
+    _padding,
     _preamble,
     _segments_at,
 )
@@ -167,10 +165,11 @@ def _stream(
         # numpy cannot export ml_dtypes arrays (bfloat16...) as buffers; their bytes it can.
         data = arr if _EXPORTABLE[t.dtype] else arr.reshape(-1).view(np.uint8)
         buffers = out.buffers
-        buffers.append(_NILS[off - 5 - pos] + _BIN32.pack(_BIN32_TAG, n))
+        buffers.append(_padding(off - 5 - pos, n))
         buffers.append(data)
         out.nbytes += off - pos + n
-        out.maybe_flush()  # before hashing: the writer thread copies while this one hashes
+        if len(buffers) >= out.MAX_BUFFERS or out.nbytes >= out.MAX_BYTES:
+            out.flush()  # before hashing: a writer thread copies while this one hashes
         crcs.append(digest(data))  # type: ignore[arg-type]
         pos = off + n
     return crcs
