@@ -259,6 +259,10 @@ def _measure(
     return best
 
 
+def _short(n: int) -> str:
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else str(n)
+
+
 def _goals(n: int, res: dict[str, dict[str, float]]) -> list[str]:
     j = res.get("jaxnets")
     if not j:
@@ -322,7 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         for op in OPS:
             row = {m: r[op] for m, r in results.items() if op in r}
             if row:
-                groups[f"{op}, {n} leaves"] = row
+                groups[f"{op}, {_short(n)}"] = row  # the chart's label: operation, leaves
         print(f"\n{n} leaves, {nbytes / MiB:.0f} MiB total")
         print(
             f"{'method':<14}{'save s':>9}{'load s':>9}{'per-key s':>11}{'save GB/s':>11}{'load GB/s':>11}"
@@ -340,7 +344,8 @@ def main(argv: list[str] | None = None) -> None:
         from chart import write_results
 
         cache = "cold" if args.cold else "warm"
-        title = f"Model files: save (fsync), load and per-key reads ({cache}), seconds; tree totals x{args.scale:g}"
+        title = (f"Model files by number of leaves: save (fsync), load, per-key reads ({cache}); "
+                 f"sizes x{args.scale:g}")  # fmt: skip
         print("wrote", write_results("files", title, groups))
 
 

@@ -520,3 +520,12 @@ def test_empty_tensor_with_large_dims_round_trips(tmp_path: Path) -> None:
     jaxnets.save_state_dict(tmp_path / "a.jnet", {"x": x}, fsync=False)
     with jaxnets.open(tmp_path / "a.jnet") as r:
         assert r["x"].shape == x.shape and r.read_all()["model"]["x"].shape == x.shape
+
+
+def test_entry_items_in_any_order_read_the_same(tmp_path: Path) -> None:
+    # The writer puts "xxh3" last (write_file patches it in place); readers must not rely on it.
+    entry = dict(reversed(list(_entry(prng_impl="threefry2x32", dtype="uint32").items())))
+    path = _craft(tmp_path / "a.jnet", {"tensors": [entry]}, _ONE_TENSOR_DATA)
+    with jaxnets.open(path) as r:
+        assert r.infos()["w"] == jaxnets.LeafInfo((), "key<fry>")
+        np.testing.assert_array_equal(jax.random.key_data(r["w"]), np.zeros(2, np.uint32))
