@@ -82,14 +82,15 @@ _SMALL = 64 << 10
 
 
 def read_near(
-    fd: int, header: Header, i: int, ahead: tuple[int, bytes], *, verify: bool = True
-) -> tuple[np.ndarray, tuple[int, bytes]]:
+    fd: int, header: Header, i: int, ahead: tuple[int, memoryview], *, verify: bool = True
+) -> tuple[np.ndarray, tuple[int, memoryview]]:
     """Reads entry ``i`` like :func:`read_at`, small tensors through a read-ahead window.
 
-    ``ahead`` is ``(start, bytes)``: the file's bytes from ``start`` on, from an earlier call.
-    A tensor of up to 64 KiB (with its padding) inside it costs no system call; otherwise the
-    next :data:`READ_AHEAD` bytes from its padding on are read (one ``pread`` for the many small
-    tensors that follow it in file order). Larger tensors are read straight into their array.
+    ``ahead`` is ``(start, window)``: the file's bytes from ``start`` on, from an earlier call
+    (``(0, memoryview(b""))`` at first). A tensor of up to 64 KiB (with its padding) inside it
+    costs no system call; otherwise the next :data:`READ_AHEAD` bytes from its padding on are read
+    (one ``pread`` for the many small tensors that follow it in file order). Larger tensors are
+    read straight into their array.
 
     Returns:
       ``(array, window)``: a new numpy array, and the window for the next call.
@@ -98,32 +99,27 @@ def read_near(
       FileFormatError: as :func:`read_at`. OSError: the operating system could not read.
     """
     c = header.columns
-    length, base = c.lengths[i], header.data_start
-    gap = base + (_end(c.offsets[i - 1], c.lengths[i - 1]) if i else 0)  # gap_start(i), inlined
-    off = base + c.offsets[i]
+    length, base, off = c.lengths[i], header.data_start, c.offsets[i]
     if length > _SMALL or length > _layout.MAX_SEGMENT:
         return read_at(fd, header, i, verify=verify), ahead
+    gap = base + (_end(c.offsets[i - 1], c.lengths[i - 1]) if i else 0)  # gap_start(i), inlined
     at, window = ahead
-    if not (at <= gap and off + length <= at + len(window)):
-        at, window = gap, os.pread(fd, READ_AHEAD, gap)
-        if len(window) < off + length - gap:
+    start, stop = gap - at, base + off + length - at  # the tensor with its padding, in the window
+    if start < 0 or stop > len(window):
+        at, window = gap, memoryview(os.pread(fd, READ_AHEAD, gap))
+        start, stop = 0, base + off + length - gap
+        if len(window) < stop:
             key = c.keys[i]
             raise _fail(header.file, f"tensor {key!r}: file truncated while reading.", key)
-    if window[gap - at : off - at] != _padding(off - 5 - gap, length):
+    data = stop - length
+    if window[start:data] != _padding(data - 5 - start, length):
         key = c.keys[i]
         raise _fail(header.file, f"tensor {key!r}: corrupted padding before its data.", key)
-    if (
-        verify
-        and xxhash.xxh3_64_digest(memoryview(window)[off - at : off - at + length]) != c.xxh3[i]
-    ):
+    if verify and xxhash.xxh3_64_digest(window[data:stop]) != c.xxh3[i]:
         key = c.keys[i]
         raise _fail(header.file, f"tensor {key!r}: checksum mismatch: the file is corrupted.", key)
     dt = _dtypes()[c.dtypes[i]]
-    arr = (
-        np.ndarray(c.shapes[i], dt, window, off - at).copy()
-        if length
-        else np.empty(c.shapes[i], dt)
-    )
+    arr = np.ndarray(c.shapes[i], dt, window, data).copy() if length else np.empty(c.shapes[i], dt)
     return arr, (at, window)
 
 

@@ -59,7 +59,7 @@ class Reader(Mapping[str, Any]):
         self._map: _mmap.mmap | None = None
         # (start, bytes): the file's bytes from start on, read ahead for the next small tensors
         # (format.read_near). Replaced whole, never changed, so threads share it without a lock.
-        self._ahead: tuple[int, bytes] = (0, b"")
+        self._ahead: tuple[int, memoryview] = (0, memoryview(b""))
 
     # --- what the file says -------------------------------------------------------------------
     @property
