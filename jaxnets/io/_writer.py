@@ -24,6 +24,7 @@ from jaxnets.io._layout import (
     _EXPORTABLE,
     _NIL,
     ALIGN,
+    GROUPS,
     PREAMBLE_LEN,
     TensorSource,
     _align,
@@ -69,15 +70,24 @@ def write_file(
       FileWriteError: the operating system refused a write (disk full, read-only filesystem...);
         nothing at ``path`` was changed. Also an ``OSError``.
       JaxnetsError: a tensor's ``get()`` returned the wrong dtype/shape (or whatever it raised).
-      ValueError: ``fields`` holds ``"tensors"``, or a tensor has an unknown dtype.
+      ValueError: ``fields`` holds ``"tensors"``; a tensor has an unknown dtype or group, or its
+        key twice in one group.
     """
     path = os.fspath(path)
     if "tensors" in fields:
         raise ValueError("fields must not hold 'tensors': write_file builds the tensor index")
     sizes = _itemsizes()
-    for t in tensors:
+    for t in tensors:  # what a reader would refuse is refused here, before anything is written
+        if not (isinstance(t.key, str) and t.group in GROUPS):
+            raise ValueError(f"{t.key!r}: keys are str and groups one of {GROUPS}, got {t.group!r}")
         if not (isinstance(t.dtype, str) and t.dtype in sizes):
             raise ValueError(f"{t.key}: dtype {t.dtype!r} is not one jaxnets stores")
+    if len({(t.group, t.key) for t in tensors}) != len(tensors):
+        seen: set[tuple[str, str]] = set()
+        for t in tensors:
+            if (t.group, t.key) in seen:
+                raise ValueError(f"{t.key}: stored twice in group {t.group!r}")
+            seen.add((t.group, t.key))
     shapes = [tuple(t.shape) for t in tensors]
     lengths = list(map(mul, map(math.prod, shapes), [sizes[t.dtype] for t in tensors]))
     offsets = list(accumulate(lengths[:-1], _next_offset, initial=ALIGN)) if tensors else []

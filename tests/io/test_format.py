@@ -529,3 +529,26 @@ def test_entry_items_in_any_order_read_the_same(tmp_path: Path) -> None:
     with jaxnets.open(path) as r:
         assert r.infos()["w"] == jaxnets.LeafInfo((), "key<fry>")
         np.testing.assert_array_equal(jax.random.key_data(r["w"]), np.zeros(2, np.uint32))
+
+
+@pytest.mark.parametrize(
+    "sources, match",
+    [
+        ([fmt.TensorSource("a", "params", "float32", (1,), np.ones)], "groups one of"),
+        ([fmt.TensorSource(1, "model", "float32", (1,), np.ones)], "keys are str"),  # type: ignore[arg-type]
+        (
+            [fmt.TensorSource("a", "model", "object", (1,), np.ones)],
+            "'object' is not one jaxnets stores",
+        ),
+        (
+            [fmt.TensorSource("a", "model", "float32", (1,), np.ones)] * 2,
+            "a: stored twice in group 'model'",
+        ),
+    ],
+)
+def test_what_a_reader_would_refuse_is_not_written(
+    tmp_path: Path, sources: list, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        fmt.write_file(tmp_path / "a.jnet", sources, {})
+    assert os.listdir(tmp_path) == []
