@@ -177,7 +177,7 @@ class AtomicFile:
         self.buffers: list[Any] = []
         self.nbytes = 0
         self._committed = False
-        self._error: OSError | None = None
+        self._error: BaseException | None = None  # what the writer thread raised
         self._queue: queue.Queue[tuple[list[Any], int] | None] | None = None
         self._thread: threading.Thread | None = None
         if background:  # at most 2 batches wait: bounds what is held alive
@@ -265,15 +265,20 @@ class AtomicFile:
         self._raise_error()
 
     def _raise_error(self) -> None:
-        if self._error is not None:
-            raise write_error(self.path, self._error, f"writing {self.tmp}") from self._error
+        e = self._error
+        if isinstance(e, OSError):
+            raise write_error(self.path, e, f"writing {self.tmp}") from e
+        if e is not None:
+            raise e
 
     def _run(self) -> None:
+        # Whatever happens, keep taking batches until the sentinel: the caller's thread may be
+        # blocked putting one into the full queue. Errors are raised in the caller's thread.
         while (item := self._queue.get()) is not None:  # type: ignore[union-attr]
             if self._error is None:
                 try:
                     self._writev(*item)
-                except OSError as e:
+                except BaseException as e:
                     self._error = e
 
     def _writev(self, views: list[Any], left: int) -> None:

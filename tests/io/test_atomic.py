@@ -202,3 +202,28 @@ def test_remove_stale_spares_this_process_and_unknown_pids(tmp_path: Path) -> No
         p.write_bytes(b"x")
     assert _atomic.remove_stale(str(tmp_path)) == []
     assert mine.exists() and huge.exists()
+
+
+def test_a_writer_thread_failure_of_any_kind_reaches_the_caller_without_a_hang(
+    old_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    before = old_file.read_bytes()
+    monkeypatch.setattr(os, "writev", lambda *a: (_ for _ in ()).throw(MemoryError("no buffer")))
+    seen: list[BaseException] = []
+
+    def save() -> None:
+        try:  # 64 tensors of 1 MiB: written by the background thread, the queue fills up
+            jaxnets.save_state_dict(
+                old_file, {f"t{i}": np.zeros(1 << 18, np.float32) for i in range(64)}
+            )
+        except BaseException as e:
+            seen.append(e)
+
+    t = threading.Thread(target=save, daemon=True)  # a hang must not block the test run
+    t.start()
+    t.join(timeout=120)
+    assert not t.is_alive(), "the save hung"
+    assert len(seen) == 1 and isinstance(seen[0], MemoryError) and "no buffer" in str(seen[0])
+    assert old_file.read_bytes() == before and _tmp_files(old_file.parent) == []
