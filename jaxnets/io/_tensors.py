@@ -99,10 +99,12 @@ def read_near(
       FileFormatError: as :func:`read_at`. OSError: the operating system could not read.
     """
     c = header.columns
-    length, base, off = c.lengths[i], header.data_start, c.offsets[i]
+    lengths, offsets = c.lengths, c.offsets
+    length, base = lengths[i], header.data_start
     if length > _SMALL or length > _layout.MAX_SEGMENT:
         return read_at(fd, header, i, verify=verify), ahead
-    gap = base + (_end(c.offsets[i - 1], c.lengths[i - 1]) if i else 0)  # gap_start(i), inlined
+    off = offsets[i]
+    gap = base + (_end(offsets[i - 1], lengths[i - 1]) if i else 0)  # gap_start(i), inlined
     at, window = ahead
     start, stop = gap - at, base + off + length - at  # the tensor with its padding, in the window
     if start < 0 or stop > len(window):
