@@ -24,6 +24,7 @@ from jaxnets.core import (
 from jaxnets.errors import (
     CheckpointError,
     FileFormatError,
+    FileWriteError,
     JaxnetsError,
     JaxnetsWarning,
     RegistryError,
@@ -40,6 +41,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "FileFormatError",
+    "FileWriteError",
     "JaxnetsError",
     "JaxnetsWarning",
     "LeafInfo",

@@ -23,6 +23,7 @@ __all__ = [
     "JaxnetsError",
     "StateDictError",
     "FileFormatError",
+    "FileWriteError",
     "RegistryError",
     "CheckpointError",
     "JaxnetsWarning",
@@ -72,6 +73,27 @@ class StateDictError(JaxnetsError, KeyError):
 
 class FileFormatError(JaxnetsError):
     """A file is not a valid jaxnets file: truncated, corrupted, hostile or of an unknown version."""
+
+
+class FileWriteError(JaxnetsError, OSError):
+    """A file could not be written (disk full, read-only filesystem, no permission...).
+
+    Nothing at the destination was changed: the old file, if any, is intact. Still an ``OSError``
+    (``except OSError`` catches it), with the operating system's ``errno`` and ``strerror``.
+
+    Attributes:
+      file: the destination path.
+      errno, strerror: as reported by the operating system (None if unknown).
+    """
+
+    def __init__(self, message: str, *, file: str, cause: OSError | None = None):
+        super().__init__(message, file=file)
+        if cause is not None:
+            self.errno = cause.errno
+            self.strerror = cause.strerror
+
+    def __str__(self) -> str:  # OSError would print "[Errno n] strerror" instead of the message.
+        return str(self.args[0])
 
 
 class RegistryError(JaxnetsError):

@@ -5,11 +5,21 @@ its checksum), ``reader.mmap(key)`` maps it without reading, so one tensor of a 
 can be read. The reader is a ``Mapping`` from the model's state_dict keys to numpy arrays, with
 ``infos()`` describing every entry without reading data, which is what
 ``jaxnets.load_state_dict(model, path)`` uses to check a file before loading it.
+
+Every key lookup is O(1) (the header is indexed by key and by position once). A reader holds one
+file descriptor, opened at the first tensor read (after checking that the file is still the one
+whose header was read: a file replaced since is an error, not a mix of two files) and closed by
+:meth:`Reader.close` or the ``with`` block. Reads are positional (``preadv``: one system call per
+tensor, and a file truncated under the reader is an error, not a crash), so threads may share a
+reader; ``close()`` never waits, and the descriptor is closed when the last read in progress ends.
 """
 
 from __future__ import annotations
 
+import mmap as _mmap
 import os
+import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -27,19 +37,29 @@ class Reader(Mapping[str, Any]):
 
     As a mapping it holds the model's entries (params and buffers, by state_dict key); the
     optimizer state's entries are under ``group="opt_state"`` in :meth:`keys`, :meth:`infos`,
-    :meth:`get_tensor`.
+    :meth:`get_tensor`. Safe to share between threads.
 
     Attributes:
       path: the file.
       format_version: the file format version (see docs/format.md).
-      header: the raw header map (JSON-able), for tools.
+      header: the raw header map (JSON-able), for tools; the tensor index is :meth:`entries`.
     """
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = os.fspath(path)
         self._header = fmt.read_header(self.path)
-        self._groups = {g: self._header.group(g) for g in ("model", "opt_state")}
+        self._groups = self._header.positions  # {group: {key: position}}, each in file order
+        self._lock = threading.Lock()  # guards opening and closing, not each read
         self._closed = False
+        self._fd: int | None = None
+        self._close_fd: weakref.finalize | None = None
+        # One item per read in progress on self._fd. list.append/pop are atomic under the GIL, so a
+        # read costs no lock; close() and the last read out decide under the lock who closes.
+        self._reading: list[None] = []
+        self._map: _mmap.mmap | None = None
+        # (start, bytes): the file's bytes from start on, read ahead for the next small tensors
+        # (format.read_near). Replaced whole, never changed, so threads share it without a lock.
+        self._ahead: tuple[int, memoryview] = (0, memoryview(b""))
 
     # --- what the file says -------------------------------------------------------------------
     @property
@@ -94,8 +114,9 @@ class Reader(Mapping[str, Any]):
 
     # --- tensors ------------------------------------------------------------------------------
     def entries(self, group: str = "model") -> dict[str, fmt.Entry]:
-        """The index entries (key, dtype, shape, offset, length, crc32) of a group by key."""
-        return dict(self._group(group))
+        """The index entries (key, dtype, shape, offset, length, xxh3) of a group by key."""
+        self._group(group)
+        return dict(self._header.group(group))
 
     def keys(self, group: str = "model") -> Any:  # type: ignore[override]
         """The keys of a group (``"model"``: params and buffers; ``"opt_state"``)."""
@@ -103,32 +124,60 @@ class Reader(Mapping[str, Any]):
 
     def infos(self, group: str = "model") -> dict[str, LeafInfo]:
         """Shape and dtype of every entry of a group, without reading data."""
-        return {k: LeafInfo(e.leaf_shape, e.leaf_dtype) for k, e in self._group(group).items()}
+        c = self._header.columns
+        positions = self._group(group)
+        if c.prng_impls is None:
+            return {k: LeafInfo(c.shapes[i], c.dtypes[i]) for k, i in positions.items()}
+        return {k: LeafInfo(e.leaf_shape, e.leaf_dtype) for k, e in self.entries(group).items()}
 
     def tensor_nbytes(self, key: str, group: str = "model") -> int:
         """Stored size of one entry in bytes."""
-        return self._entry(key, group).length
+        return self._header.columns.lengths[self._position(key, group)]
 
     def get_tensor(self, key: str, group: str = "model", *, verify: bool = True) -> Any:
-        """Reads one entry: a numpy array (a jax PRNG key array for typed keys).
+        """Reads one entry: a new numpy array (a jax PRNG key array for typed keys).
+
+        Only the entry's bytes and the padding before them are read (one system call); its
+        checksum is checked unless ``verify=False``.
 
         Raises:
-          KeyError: no such key. FileFormatError: its bytes are corrupted.
+          KeyError: no such key. ValueError: the reader is closed, or ``group`` is unknown.
+          FileFormatError: its bytes are corrupted, or the file was replaced since it was opened.
         """
-        self._check_open()
-        entry = self._entry(key, group)
-        arr = fmt.read_tensor(self._header, entry, verify=verify)
-        return _finish_leaf(entry, arr)
+        positions = self._groups.get(group) if isinstance(group, str) else None
+        i = positions.get(key) if positions is not None and isinstance(key, str) else None
+        if i is None:
+            i = self._position(key, group)  # raises the right error
+        self._reading.append(None)
+        try:
+            fd = self._fd
+            if fd is None or self._closed:  # checked after counting this read: see close()
+                fd = self._open()
+            arr, self._ahead = fmt.read_near(fd, self._header, i, self._ahead, verify=verify)
+        except OSError as e:
+            raise FileFormatError(
+                f"{self.path}: cannot read {key!r} ({e.strerror or e}).", file=self.path, path=key
+            ) from e
+        finally:
+            self._reading.pop()
+            if self._closed:
+                self._close_if_idle()
+        impls = self._header.columns.prng_impls
+        return _finish_leaf(self._header.entry(i), arr) if impls and impls[i] else arr
 
     def mmap(self, key: str, group: str = "model") -> np.ndarray:
-        """A read-only memory map of one entry's bytes (no read, no checksum check).
+        """A read-only view of one entry's bytes in a memory map of the file (no read, no checksum).
+
+        All calls share one mapping of the file per reader; each view keeps it alive, also after
+        :meth:`close`. The padding before the entry is checked; its checksum is not (use
+        ``reader[key]`` or :meth:`verify` for that).
 
         Raises:
           FileFormatError: the entry is split into several segments (over 4 GiB) or a PRNG key.
         """
-        self._check_open()
-        entry = self._entry(key, group)
-        segs = self._header.layout[self._header.entries.index(entry)]
+        i = self._position(key, group)
+        entry = self._header.entry(i)
+        segs = self._header.segments(i)
         if len(segs) != 1 or entry.prng_impl:
             raise FileFormatError(
                 f"{self.path}: {key!r} cannot be memory-mapped (stored in {len(segs)} segments"
@@ -136,30 +185,53 @@ class Reader(Mapping[str, Any]):
                 file=self.path,
                 path=key,
             )
-        dt = fmt.storage_dtype(entry.dtype, file=self.path)
+        dt = fmt.storage_dtype(entry.dtype, file=self.path, key=key)
         if entry.length == 0:
-            return np.empty(entry.shape, dt)
-        return np.memmap(
-            self.path,
-            dtype=dt,
-            mode="r",
-            offset=self._header.data_start + entry.offset,
-            shape=entry.shape,
-        )
+            out = np.empty(entry.shape, dt)
+            out.flags.writeable = False
+            return out
+        mm = self._mapping()
+        base = self._header.data_start
+        gap, data, length = segs[0]
+        if mm[base + gap : base + data] != fmt._gap_bytes(gap, data, length):
+            raise FileFormatError(
+                f"{self.path}: tensor {key!r}: corrupted padding before its data.",
+                file=self.path,
+                path=key,
+            )
+        return np.ndarray(entry.shape, dt, mm, base + data)  # read-only: the mapping is PROT_READ
 
     def read_all(
         self, group: str | None = None, *, verify: bool = True
     ) -> dict[str, dict[str, Any]]:
-        """Reads every entry (of one group, or all groups with every padding byte checked).
+        """Reads every entry (of one group, or of all groups with every padding byte checked).
+
+        The arrays are private copy-on-write views of one memory map of the file (see
+        :func:`jaxnets.io.format.read_arrays`).
 
         Returns:
           ``{group: {key: array}}``.
         """
         self._check_open()
-        entries = None if group is None else list(self._group(group).values())
+        h = self._header
         out: dict[str, dict[str, Any]] = {g: {} for g in self._groups}
-        for e, arr in fmt.read_tensors(self._header, entries, verify=verify):
-            out[e.group][e.key] = _finish_leaf(e, arr)
+        if group is None:  # one pass over the whole file
+            arrays = fmt.read_arrays(h, None, verify=verify)
+            if not self._groups["opt_state"]:
+                out["model"] = dict(zip(h.columns.keys, arrays))
+            else:
+                for k, g, arr in zip(h.columns.keys, h.columns.groups, arrays):
+                    out[g][k] = arr
+        else:
+            positions = self._group(group)  # ascending: file order
+            arrays = fmt.read_arrays(h, list(positions.values()), verify=verify)
+            out[group] = dict(zip(positions, arrays))
+        if h.columns.prng_impls:
+            for g, by_key in out.items():
+                for k, arr in by_key.items():
+                    i = self._groups[g][k]
+                    if h.columns.prng_impls[i]:
+                        by_key[k] = _finish_leaf(h.entry(i), arr)
         return out
 
     def verify(self) -> None:
@@ -167,8 +239,7 @@ class Reader(Mapping[str, Any]):
         self.read_all()
 
     # --- Mapping over the model's entries -----------------------------------------------------
-    def __getitem__(self, key: str) -> Any:
-        return self.get_tensor(key)
+    __getitem__ = get_tensor  # reader[key]: the model group, checksum verified
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._groups["model"])
@@ -181,8 +252,15 @@ class Reader(Mapping[str, Any]):
 
     # --- lifetime -----------------------------------------------------------------------------
     def close(self) -> None:
-        """Marks the reader closed (it holds no open file between reads)."""
-        self._closed = True
+        """Closes the reader: its descriptor at once, or when the reads in progress end.
+
+        Arrays already returned stay valid (``mmap`` views keep their mapping alive). Reading after
+        ``close()`` raises ValueError; closing twice is fine.
+        """
+        with self._lock:
+            self._closed = True  # set before looking at _reading: see get_tensor
+            self._map = None  # views handed out keep the mapping alive; it is unmapped after them
+        self._close_if_idle()
 
     def __enter__(self) -> Reader:
         return self
@@ -195,20 +273,76 @@ class Reader(Mapping[str, Any]):
         return f"<jaxnets.Reader {self.path!r} v{self.format_version} {self.kind} tensors={n}>"
 
     # --- helpers ------------------------------------------------------------------------------
-    def _group(self, group: str) -> dict[str, fmt.Entry]:
-        if group not in self._groups:
+    def _group(self, group: str) -> Mapping[str, int]:
+        positions = self._groups.get(group) if isinstance(group, str) else None
+        if positions is None:
             raise ValueError(f"group must be one of {sorted(self._groups)}, got {group!r}")
-        return self._groups[group]
+        return positions
 
-    def _entry(self, key: str, group: str) -> fmt.Entry:
-        entries = self._group(group)
-        if key not in entries:
+    def _position(self, key: str, group: str) -> int:
+        i = self._group(group).get(key) if isinstance(key, str) else None
+        if i is None:
             raise KeyError(f"{self.path}: no entry {key!r} in group {group!r}")
-        return entries[key]
+        return i
 
     def _check_open(self) -> None:
         if self._closed:
             raise ValueError(f"{self.path}: the reader is closed")
+
+    def _open(self) -> int:
+        """The descriptor, opened (and the file's identity checked) on first use.
+
+        Raises:
+          ValueError: the reader is closed.
+        """
+        with self._lock:
+            self._check_open()
+            if self._fd is None:
+                fd = _open(self.path)
+                try:
+                    fmt.check_identity(self._header, fd)
+                except BaseException:
+                    os.close(fd)
+                    raise
+                self._fd = fd
+                # Also closed if the reader is dropped unclosed (jaxnets.load does not close it).
+                self._close_fd = weakref.finalize(self, os.close, fd)
+            return self._fd
+
+    def _close_if_idle(self) -> None:
+        # A read that started before close() set _closed is in _reading, so the descriptor stays
+        # open for it; one that starts after sees _closed and never uses the descriptor.
+        with self._lock:
+            if self._closed and not self._reading and self._close_fd is not None:
+                self._close_fd()  # os.close(fd), exactly once
+                self._close_fd = None
+                self._fd = None
+
+    def _mapping(self) -> _mmap.mmap:
+        """One read-only shared mapping of the whole file, made on first use."""
+        with self._lock:
+            self._check_open()
+            if self._map is None:
+                fd = _open(self.path)
+                try:
+                    fmt.check_identity(self._header, fd)
+                    self._map = _mmap.mmap(
+                        fd, self._header.file_len, prot=_mmap.PROT_READ, **fmt.MMAP_NO_FD
+                    )
+                except OSError as e:
+                    raise FileFormatError(
+                        f"{self.path}: cannot map ({e.strerror or e}).", file=self.path
+                    ) from e
+                finally:
+                    os.close(fd)  # the mapping does not need it
+            return self._map
+
+
+def _open(path: str) -> int:
+    try:
+        return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError as e:
+        raise FileFormatError(f"{path}: cannot read ({e.strerror or e}).", file=path) from e
 
 
 def _finish_leaf(entry: fmt.Entry, arr: np.ndarray) -> Any:

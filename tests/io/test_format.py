@@ -23,6 +23,7 @@ import xxhash
 
 import jaxnets
 from jaxnets import FileFormatError, JaxnetsError, nn
+from jaxnets.io import _layout
 from jaxnets.io import format as fmt
 
 # --- helpers ----------------------------------------------------------------------------------------
@@ -159,7 +160,7 @@ def test_tensor_data_is_64_byte_aligned(tmp_path: Path) -> None:
 def test_tensor_over_segment_size_is_split_and_round_trips(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(fmt, "MAX_SEGMENT", 128)  # a 4 GiB tensor's layout, in 1000 bytes
+    monkeypatch.setattr(_layout, "MAX_SEGMENT", 128)  # a 4 GiB tensor's layout, in 1000 bytes
     big = np.arange(1000, dtype=np.uint8)
     path = tmp_path / "a.jnet"
     jaxnets.save_state_dict(path, {"big": big, "after": np.ones(3, np.float32)}, fsync=False)
@@ -429,7 +430,11 @@ def test_array_over_2gib_round_trips_and_one_small_key_reads_cheaply(tmp_path: P
             part = view[i : i + chunk]
             np.testing.assert_array_equal(part, pattern[: len(part)])
             h.update(part)
-        assert h.intdigest() == reader.entries()["big"].checksum
+        assert (
+            h.intdigest()
+            == reader.entries()["big"].checksum
+            == int.from_bytes(reader.entries()["big"].xxh3, "big")
+        )
         del view
     script = Path(__file__).parent / "scripts" / "read_one_key.py"
     out = subprocess.run(
@@ -447,3 +452,117 @@ def test_data_beyond_the_index_is_refused(tmp_path: Path) -> None:
     path = _craft(tmp_path / "a.jnet", {"tensors": [_entry()]}, _ONE_TENSOR_DATA + b"\xc0" * 64)
     with pytest.raises(FileFormatError, match="covers 72 data bytes, the file holds 136"):
         jaxnets.load(path)
+
+
+# --- header lies: every number bounded, every product checked, naming file and key -----------------
+
+
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        # numpy would raise "array is too big" (the product of the non-zero dims overflows int64)
+        (_entry(shape=[0, 1 << 61, 1 << 61], length=0), r"tensor 'w': shape .* too large"),
+        (_entry(shape=[0, (1 << 62) - 1], length=0), r"tensor 'w': shape .* too large"),
+        # jax would raise "TypeError: invalid PRNG key data" when wrapping the key
+        (
+            _entry(prng_impl="threefry2x32", dtype="uint32", shape=[2, 3], length=24),
+            r"'w': malformed PRNG key",
+        ),
+        (_entry(prng_impl="rbg", dtype="uint32", shape=[2], length=8), r"'w': malformed PRNG key"),
+        (
+            _entry(prng_impl="threefry2x32", dtype="float32", shape=[2], length=8),
+            r"'w': malformed PRNG key",
+        ),
+        (
+            _entry(prng_impl=["threefry2x32"], dtype="uint32", shape=[2], length=8),
+            r"'w': malformed PRNG key",
+        ),
+        (_entry(offset=-64), r"'w': offset -64 out of place"),
+        (_entry(offset=1.0 * 64), r"'w': malformed offset"),
+        (_entry(length=True), r"'w': malformed offset"),
+        (_entry(shape=[2.0]), r"'w': malformed shape"),
+        (_entry(shape=[True, 2]), r"'w': malformed shape"),
+        (_entry(shape="ab"), r"'w': malformed shape"),
+        (_entry(dtype=["float32"]), r"'w': unknown dtype"),
+        (_entry(group=["model"]), r"key/group"),
+        (_entry(key=5), r"tensor index entry 0: missing, duplicate or malformed key/group"),
+    ],
+)
+def test_header_lies_are_file_format_errors_naming_file_and_key(
+    tmp_path: Path, entry: dict, match: str
+) -> None:
+    path = _craft(tmp_path / "a.jnet", {"tensors": [entry]}, _ONE_TENSOR_DATA)
+    with pytest.raises(FileFormatError, match=match) as info:
+        jaxnets.open(path)
+    assert info.value.file == str(path) and str(path) in str(info.value)
+    assert info.value.path == (entry["key"] if isinstance(entry["key"], str) else None)
+
+
+def test_a_missing_field_names_the_entry(tmp_path: Path) -> None:
+    entry = _entry()
+    del entry["length"]
+    with pytest.raises(FileFormatError, match=r"tensor 'w': malformed offset/length/checksum"):
+        jaxnets.open(_craft(tmp_path / "a.jnet", {"tensors": [entry]}, _ONE_TENSOR_DATA))
+
+
+def test_the_first_offending_entry_is_named_among_many(tmp_path: Path) -> None:
+    path = tmp_path / "a.jnet"
+    jaxnets.save_state_dict(
+        path, {f"t{i}": np.full(3, i, np.float32) for i in range(50)}, fsync=False
+    )
+    objs = list(msgpack.Unpacker(open(path, "rb"), raw=False))
+    header = objs[1]
+    header["tensors"][37]["shape"] = [4]  # the length no longer matches
+    data = path.read_bytes()[fmt.read_header(path).data_start :]
+    with pytest.raises(
+        FileFormatError, match=r"tensor 't37': length 12 does not match shape \(4,\)"
+    ):
+        jaxnets.open(_craft(tmp_path / "b.jnet", header, data))
+
+
+def test_prng_key_shapes_are_jax_s() -> None:
+    # format.py knows them without importing jax; they must be what jax says.
+    for impl, (name, key_shape) in _layout._PRNG.items():
+        k = jax.random.key(0, impl=impl)
+        assert (str(k.dtype), jax.random.key_data(k).shape) == (name, key_shape), impl
+        assert fmt.prng_key_info(impl) == (name, len(key_shape))
+
+
+def test_empty_tensor_with_large_dims_round_trips(tmp_path: Path) -> None:
+    # Big but bounded dims of an empty tensor are legal: only the product is bounded.
+    x = np.zeros((0, 1 << 20, 1 << 20), np.float32)
+    jaxnets.save_state_dict(tmp_path / "a.jnet", {"x": x}, fsync=False)
+    with jaxnets.open(tmp_path / "a.jnet") as r:
+        assert r["x"].shape == x.shape and r.read_all()["model"]["x"].shape == x.shape
+
+
+def test_entry_items_in_any_order_read_the_same(tmp_path: Path) -> None:
+    # The writer puts "xxh3" last (write_file patches it in place); readers must not rely on it.
+    entry = dict(reversed(list(_entry(prng_impl="threefry2x32", dtype="uint32").items())))
+    path = _craft(tmp_path / "a.jnet", {"tensors": [entry]}, _ONE_TENSOR_DATA)
+    with jaxnets.open(path) as r:
+        assert r.infos()["w"] == jaxnets.LeafInfo((), "key<fry>")
+        np.testing.assert_array_equal(jax.random.key_data(r["w"]), np.zeros(2, np.uint32))
+
+
+@pytest.mark.parametrize(
+    "sources, match",
+    [
+        ([fmt.TensorSource("a", "params", "float32", (1,), np.ones)], "groups one of"),
+        ([fmt.TensorSource(1, "model", "float32", (1,), np.ones)], "keys are str"),  # type: ignore[arg-type]
+        (
+            [fmt.TensorSource("a", "model", "object", (1,), np.ones)],
+            "'object' is not one jaxnets stores",
+        ),
+        (
+            [fmt.TensorSource("a", "model", "float32", (1,), np.ones)] * 2,
+            "a: stored twice in group 'model'",
+        ),
+    ],
+)
+def test_what_a_reader_would_refuse_is_not_written(
+    tmp_path: Path, sources: list, match: str
+) -> None:
+    with pytest.raises(ValueError, match=match):
+        fmt.write_file(tmp_path / "a.jnet", sources, {})
+    assert os.listdir(tmp_path) == []
