@@ -396,10 +396,10 @@ class CheckpointManager:
         return Checkpoint(
             step=step,
             **fields,
-            model=None if meta.get("model") is None else from_config(meta["model"], file=step_dir),
+            model=None if meta.get("model") is None else from_config(meta["model"], file=step_dir, path="model"),
             optimizer=None
             if meta.get("optimizer") is None
-            else from_config(meta["optimizer"], file=step_dir),
+            else from_config(meta["optimizer"], file=step_dir, path="optimizer"),
             metrics=meta.get("metrics"),
             extra=meta.get("extra"),
         )

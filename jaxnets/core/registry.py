@@ -276,26 +276,28 @@ def _fields_of(obj: Any) -> dict[str, Any]:
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
 
 
-def from_config(config: Any, *, file: str | None = None) -> Any:
+def from_config(config: Any, *, file: str | None = None, path: str = "") -> Any:
     """Rebuilds the object a config describes (the inverse of :func:`to_config`).
 
     Configs usually come from files, so anything malformed in one is reported, never raised raw:
     tagged dicts must have exactly their keys, arrays exactly their dtype's values and shape.
+    Errors name the file and the path inside the config (``metadata.mean``), starting at ``path``.
 
     Raises:
       RegistryError: a class name is not registered, or its config does not fit the class.
       FileFormatError: the config is malformed or nested absurdly deep.
     """
     try:
-        return _from_config(config, file, 0)
+        return _from_config(config, file, (path,) if path else ())
     except (TypeError, ValueError, KeyError, AttributeError, RecursionError, OverflowError) as e:
         raise FileFormatError(
             f"{_where(file)}malformed config ({type(e).__name__}: {e}).", file=file
         ) from e
 
 
-def _where(file: str | None) -> str:
-    return f"{file}: " if file else "config: "
+def _where(file: str | None, path: tuple[Any, ...] = ()) -> str:
+    at = f"at {'.'.join(map(str, path))}: " if path else ""
+    return (f"{file}: " if file else "config: ") + at
 
 
 _TAG_KEYS = {
@@ -305,38 +307,38 @@ _TAG_KEYS = {
 }
 
 
-def _from_config(config: Any, file: str | None, _depth: int) -> Any:
-    if _depth > _MAX_DEPTH:
+def _from_config(config: Any, file: str | None, path: tuple[Any, ...]) -> Any:
+    if len(path) > _MAX_DEPTH:
         raise FileFormatError(f"{_where(file)}config nested deeper than {_MAX_DEPTH} levels.", file=file)
     if config is None or isinstance(config, (bool, int, float, str)):
         return config
     if isinstance(config, list):
-        return [_from_config(v, file, _depth + 1) for v in config]
+        return [_from_config(v, file, (*path, i)) for i, v in enumerate(config)]
     if not isinstance(config, dict):
-        raise FileFormatError(f"{_where(file)}unexpected value {config!r:.80} in a config.", file=file)
+        raise FileFormatError(f"{_where(file, path)}unexpected value {config!r:.80} in a config.", file=file)
     tags = [t for t in _TAGS if t in config]
     if tags and (len(tags) > 1 or not set(config) <= _TAG_KEYS[tags[0]]):
         raise FileFormatError(
-            f"{_where(file)}malformed config: a tagged dict with keys {sorted(map(str, config))[:6]}.",
+            f"{_where(file, path)}malformed config: a tagged dict with keys {sorted(map(str, config))[:6]}.",
             file=file,
         )
     if "__tuple__" in config:
         items = config["__tuple__"]
         if not isinstance(items, list):
-            raise FileFormatError(f"{_where(file)}malformed config: a __tuple__ that is not a list.", file=file)
-        return tuple(_from_config(v, file, _depth + 1) for v in items)
+            raise FileFormatError(f"{_where(file, path)}malformed config: a __tuple__ that is not a list.", file=file)
+        return tuple(_from_config(v, file, (*path, i)) for i, v in enumerate(items))
     if "__array__" in config:
-        return _array(config, file)
+        return _array(config, file, path)
     if "__class__" in config:
         entry = lookup(str(config["__class__"]), file=file)
-        fields = _from_config(config.get("config", {}), file, _depth + 1)
+        fields = _from_config(config.get("config", {}), file, path)
         if not isinstance(fields, dict):
-            raise FileFormatError(f"{_where(file)}config of {entry.name} is not a dict.", file=file)
+            raise FileFormatError(f"{_where(file, path)}config of {entry.name} is not a dict.", file=file)
         return _construct(entry, fields, file)
-    return {k: _from_config(v, file, _depth + 1) for k, v in config.items()}
+    return {k: _from_config(v, file, (*path, k)) for k, v in config.items()}
 
 
-def _array(config: dict[str, Any], file: str | None) -> np.ndarray:
+def _array(config: dict[str, Any], file: str | None, path: tuple[Any, ...]) -> np.ndarray:
     """A small numpy array from ``{"__array__": flat values, "dtype": name, "shape": [...]}``,
     refusing any value its dtype cannot hold exactly (never a silent wrap, overflow or rounding)."""
     values, shape, name = config["__array__"], config.get("shape"), config.get("dtype")
@@ -367,9 +369,10 @@ def _array(config: dict[str, Any], file: str | None) -> np.ndarray:
                 return arr.reshape(shape)
             problem = f"values that {dtype.name} cannot hold exactly"
     raise FileFormatError(
-        f"{_where(file)}malformed array in a config: {problem}; the file is corrupted or was not "
-        "written by jaxnets.",
+        f"{_where(file, path)}malformed array in a config: {problem}; the file is corrupted or was "
+        "not written by jaxnets.",
         file=file,
+        path=".".join(map(str, path)) or None,
     )
 
 

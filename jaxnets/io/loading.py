@@ -265,7 +265,7 @@ def load(
         got = _stored_infos(index["model"], kinds["model"], targets)
         opt_got = _stored_infos(index["opt_state"], kinds["opt_state"], {})
     optimizer = checks.rebuild_optimizer(h.get("optimizer"), file)
-    metadata = registry.from_config(h.get("metadata"), file=file)
+    metadata = registry.from_config(h.get("metadata"), file=file, path="metadata")
     check_opt = template is not None and optimizer is not None and "opt_state" in trees
     if template is not None and not plan:  # from the header alone, before any tensor is read
         _check_model(template, got, targets, file, upgraded=False)

@@ -65,7 +65,7 @@ def rebuild_model(config: Any, file: str) -> Any:
         dataclass that is not a ``jaxnets.nn.Module``...).
       RegistryError: a class it names is not registered here.
     """
-    model = registry.from_config(config, file=file)
+    model = registry.from_config(config, file=file, path="model")
     if not is_model(model):
         raise FileFormatError(
             f"{file}: the stored 'model' is {type(model).__name__} ({model!r:.80}), not a model "
@@ -82,7 +82,7 @@ def rebuild_optimizer(config: Any, file: str) -> Any:
     Raises:
       FileFormatError: it rebuilds to something without ``init``/``update``.
     """
-    optimizer = registry.from_config(config, file=file)
+    optimizer = registry.from_config(config, file=file, path="optimizer")
     if optimizer is not None and not is_optimizer(optimizer):
         raise FileFormatError(
             f"{file}: the stored 'optimizer' is {type(optimizer).__name__} ({optimizer!r:.80}), "

@@ -105,7 +105,7 @@ class Reader(Mapping[str, Any]):
         """The metadata, decoded (registered classes in it must be registered in this process)."""
         from jaxnets.core.registry import from_config
 
-        return from_config(self.metadata_config, file=self.path)
+        return from_config(self.metadata_config, file=self.path, path="metadata")
 
     @property
     def nbytes(self) -> int:

@@ -32,13 +32,13 @@ def good(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], list
                  metadata={"mean": np.arange(3.0), "scale": 0.5}, fsync=False)  # fmt: skip
     with jaxnets.open(path) as r:
         fields = dict(r.header)
-        entries = fields.pop("tensors")
+        entries = [*r.entries("model").values(), *r.entries("opt_state").values()]
         data = r.read_all()
     sources = []
     for e in entries:
-        arr = np.asarray(data[e["group"]][e["key"]])
-        sources.append(fmt.TensorSource(e["key"], e["group"], e["dtype"], tuple(e["shape"]),
-                                        lambda a=arr: a, e.get("prng_impl")))  # fmt: skip
+        value = data[e.group][e.key]
+        arr = np.asarray(jax.random.key_data(value) if e.prng_impl else value)
+        sources.append(fmt.TensorSource(e.key, e.group, e.dtype, tuple(e.shape), lambda a=arr: a, e.prng_impl))
     return fields, sources
 
 

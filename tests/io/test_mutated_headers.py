@@ -406,31 +406,10 @@ def test_the_mutations_reach_the_semantic_checks(files: dict[str, bytes]) -> Non
         )
 
 
-# --- jaxnets.load: a JaxnetsError, except the known raw exceptions outside the byte layer ----------
-# (exception type, file it is raised from, message pattern, reason). Each has a strict xfail below
-# that reproduces it; when it is fixed that test XPASSes, fails, and its line here must go.
-_REGISTRY_ARRAY = (
-    "core/registry.py from_config: np.asarray(config['__array__'], dtype=...) of a stored metadata "
-    "array whose values do not fit its dtype raises a raw OverflowError (issue 8 item 4)"
-)
-_VERSIONS_KEY = (
-    "io/model_file.py _upgrade: a bytes key in the header's 'versions' map (msgpack allows str "
-    "and bytes keys) raises a raw TypeError while sorting the keys (issue 8 item 4)"
-)
-KNOWN: list[tuple[type[BaseException], str, str, str]] = [
-    (
-        OverflowError,
-        "core/registry.py",
-        r"out of bounds for int|too large to convert|float infinity",
-        _REGISTRY_ARRAY,
-    ),
-    (
-        TypeError,
-        "io/model_file.py",
-        r"argument should be integer or bytes-like object",
-        _VERSIONS_KEY,
-    ),
-]
+# --- jaxnets.load: a JaxnetsError ---------------------------------------------------------------
+# (exception type, file it is raised from, message pattern, reason): raw exceptions known to escape
+# outside the byte layer, each reproduced by a strict xfail until fixed. None is left.
+KNOWN: list[tuple[type[BaseException], str, str, str]] = []
 
 
 def _origin(e: BaseException) -> str:
@@ -464,9 +443,8 @@ def _mutated(files: dict[str, bytes], name: str, change: Callable[[dict[str, Any
     return path
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError, reason=_REGISTRY_ARRAY)
 @pytest.mark.parametrize("value", [2**31, 2**63 - 1, 2**64 - 1, -(2**63), float("inf")])
-def test_known_metadata_array_values_out_of_range_are_jaxnets_errors(
+def test_metadata_array_values_out_of_range_are_jaxnets_errors(
     files: dict[str, bytes], value: Any
 ) -> None:
     path = _mutated(
@@ -478,8 +456,7 @@ def test_known_metadata_array_values_out_of_range_are_jaxnets_errors(
         jaxnets.load(path)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError, reason=_VERSIONS_KEY)
-def test_known_bytes_key_in_versions_is_a_jaxnets_error(files: dict[str, bytes]) -> None:
+def test_a_bytes_key_in_versions_is_a_jaxnets_error(files: dict[str, bytes]) -> None:
     path = _mutated(
         files, "model", lambda h: h["versions"].__setitem__(b"0", h["versions"].pop("0"))
     )
