@@ -14,6 +14,7 @@ checksum can catch; everything that does not add up is refused.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -23,9 +24,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import jax
 import xxhash
 
+from jaxnets.core.prng import canonical_impl, key_info
 from jaxnets.core.structure import LeafInfo
 from jaxnets.core.tree import spec_keys
 from jaxnets.errors import CheckpointError, JaxnetsError
@@ -82,12 +83,12 @@ def key_size(impl: str) -> int:
     """uint32 words per key of a PRNG impl (2 for threefry, 4 for rbg).
 
     Raises:
-      ValueError: ``impl`` is not a PRNG implementation jax knows.
+      ValueError: ``impl`` is not a PRNG implementation jaxnets or the running jax knows.
     """
     try:
-        return int(jax.random.key_data(jax.random.key(0, impl=impl)).shape[-1])
-    except Exception as e:  # jax raises ValueError/KeyError/TypeError for unknown impls
-        raise ValueError(f"unknown PRNG implementation {impl!r}") from e
+        return math.prod(key_info(impl)[1])
+    except JaxnetsError as e:
+        raise ValueError(str(e)) from e
 
 
 def json_checksum(value: Any) -> str:
@@ -177,6 +178,12 @@ def check_meta(meta: Any, *, step_dir: str, verify: bool = True) -> dict[str, An
                 "the metadata does not match its checksum: the file was corrupted or edited after "
                 "it was written. Restore another step."
             )
+    leaves = meta.get("leaves")
+    if isinstance(leaves, dict):  # impl names of older jax ('fry') as every jax in range reads them
+        for e in leaves.values():
+            if isinstance(e, dict) and e.get("kind") == "key" and isinstance(e.get("impl"), str):
+                with contextlib.suppress(JaxnetsError):  # an unknown name is reported below
+                    e["impl"] = canonical_impl(e["impl"])
     problems = _problems(meta, version, step_of(step_dir))
     if problems:
         more = f"\n  ... and {len(problems) - _MAX_PROBLEMS} more" if len(problems) > _MAX_PROBLEMS else ""

@@ -18,11 +18,11 @@ from typing import Any
 
 import msgpack
 
-from jaxnets.errors import FileFormatError
+from jaxnets.core.prng import canonical_impl, key_info
+from jaxnets.errors import FileFormatError, JaxnetsError
 from jaxnets.io import _layout
 from jaxnets.io._layout import (
     _NIL,
-    _PRNG,
     ALIGN,
     FORMAT_VERSION,
     GROUPS,
@@ -154,7 +154,9 @@ def _parse_index(file: str, raw: Any, data_len: int) -> tuple[Columns, dict[str,
         )
     # Any entry with more than the 7 fields may be a PRNG key array.
     impls = (
-        tuple([e.get("prng_impl") for e in raw]) if set(map(len, raw)) - {len(_FIELDS)} else None
+        tuple([_impl_name(e.get("prng_impl")) for e in raw])
+        if set(map(len, raw)) - {len(_FIELDS)}
+        else None
     )
 
     def fail(i: int, msg: str) -> FileFormatError:
@@ -225,10 +227,10 @@ def _parse_index(file: str, raw: Any, data_len: int) -> tuple[Columns, dict[str,
     # PRNG key data: uint32, shape ending with the implementation's key shape (jax would refuse
     # anything else with a raw TypeError when the key is wrapped).
     for i, impl in enumerate(impls or ()):
-        if impl is not None and not _good_key_data(impl, dtypes[i], shapes[i]):
+        problem = None if impl is None else _key_data_problem(impl, dtypes[i], shapes[i])
+        if problem is not None:
             what = f"{dtypes[i]} {tuple(shapes[i])!r:.60}"
-            raise fail(i, f"malformed PRNG key entry ({impl!r:.40}, {what}); expected "
-                          f"uint32 key data whose shape ends with {_PRNG_SHAPES}.")  # fmt: skip
+            raise fail(i, f"malformed PRNG key entry ({impl!r:.40}, {what}): {problem}.")
     # offsets: exactly the canonical layout (no gaps, no overlaps), covering all the data.
     if longest <= _layout.MAX_SEGMENT:  # the common case, inlined: _next_offset for one segment
         expected = [ALIGN, *[-(-(o + m + 5) // ALIGN) * ALIGN for o, m in zip(offsets, lengths)]]
@@ -251,15 +253,26 @@ def _parse_index(file: str, raw: Any, data_len: int) -> tuple[Columns, dict[str,
     return columns, positions
 
 
-_PRNG_SHAPES = ", ".join(f"{v[1]} for {k}" for k, v in _PRNG.items())
+def _impl_name(impl: Any) -> Any:
+    """A stored PRNG impl name as jax reads it today (older jax wrote ``'fry'``); others as is."""
+    if type(impl) is not str:
+        return impl
+    try:
+        return canonical_impl(impl)
+    except JaxnetsError:  # unknown: _key_data_problem reports it with the file and key
+        return impl
 
 
-def _good_key_data(impl: Any, dtype: str, shape: list[int]) -> bool:
-    key_shape = _PRNG.get(impl) if type(impl) is str else None
-    if key_shape is None or dtype != "uint32":
-        return False
-    k = len(key_shape[1])
-    return len(shape) >= k and tuple(shape[len(shape) - k :]) == key_shape[1]
+def _key_data_problem(impl: Any, dtype: str, shape: list[int]) -> str | None:
+    """Why an entry is not the key data of ``impl`` (uint32, ending in the key shape), or None."""
+    try:
+        key_shape = key_info(impl)[1]
+    except JaxnetsError as e:
+        return str(e)
+    k = len(key_shape)
+    if dtype != "uint32" or len(shape) < k or tuple(shape[len(shape) - k :]) != key_shape:
+        return f"expected uint32 key data whose shape ends with {key_shape} for {impl}"
+    return None
 
 
 def _good_shape(s: Any) -> bool:

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxnets.core.prng import key_info
 from jaxnets.errors import FileFormatError
 
 MAGIC = "JAXNETS"
@@ -41,11 +42,6 @@ _CHUNK = 64 << 20  # at most this many bytes per read call
 
 # impl -> (dtype name of the key array, shape of one key's data). Fixed by jax; a test checks them
 # against jax, so reading a header never needs to import jax.
-_PRNG: dict[str, tuple[str, tuple[int, ...]]] = {
-    "threefry2x32": ("key<fry>", (2,)),
-    "rbg": ("key<rbg>", (4,)),
-    "unsafe_rbg": ("key<urbg>", (4,)),
-}
 
 
 @lru_cache(maxsize=1)
@@ -105,9 +101,9 @@ def prng_key_info(impl: str) -> tuple[str, int]:
     """(key dtype name, number of trailing key-data dims) of a PRNG implementation, e.g. ``("key<fry>", 1)``.
 
     Raises:
-      KeyError: not a PRNG implementation the format stores.
+      JaxnetsError: not a PRNG implementation jaxnets or the running jax knows.
     """
-    name, shape = _PRNG[impl]
+    name, shape = key_info(impl)
     return name, len(shape)
 
 
@@ -142,13 +138,13 @@ class Entry(NamedTuple):
     @property
     def leaf_dtype(self) -> str:
         """The dtype name of the leaf as users see it (``"key<fry>"`` for PRNG keys)."""
-        return _PRNG[self.prng_impl][0] if self.prng_impl else self.dtype
+        return key_info(self.prng_impl)[0] if self.prng_impl else self.dtype
 
     @property
     def leaf_shape(self) -> tuple[int, ...]:
         """The shape of the leaf as users see it (PRNG keys drop their key-data dims)."""
         if self.prng_impl:
-            return self.shape[: len(self.shape) - len(_PRNG[self.prng_impl][1])]
+            return self.shape[: len(self.shape) - len(key_info(self.prng_impl)[1])]
         return self.shape
 
     def to_msgpack(self) -> dict[str, Any]:

@@ -55,7 +55,6 @@ def test_the_patch_really_writes_the_old_names(tmp_path, written_by_old_jax):
     assert b"fry" in raw and b"urbg" in raw and b"threefry2x32" not in raw
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_a_model_file_with_old_impl_names_loads(tmp_path, written_by_old_jax):
     path = tmp_path / "old.jnet"
     written_by_old_jax(jaxnets.save_state_dict, path, {"rng": _keys()}, fsync=False)
@@ -64,7 +63,6 @@ def test_a_model_file_with_old_impl_names_loads(tmp_path, written_by_old_jax):
     _assert_same_keys(got, _keys())
 
 
-@pytest.mark.xfail(strict=True, reason=WIRING)
 def test_a_checkpoint_with_old_impl_names_restores(tmp_path, written_by_old_jax):
     def save() -> None:
         with jaxnets.CheckpointManager(tmp_path / "ckpt") as mgr:
