@@ -63,7 +63,7 @@ def write_results(
         "lower_is_better": lower_is_better,
         "groups": {g: {k: float(v) for k, v in row.items()} for g, row in groups.items()},
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, {platform.system()}",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1))

@@ -64,9 +64,8 @@ a module without declared arrays initialises exactly as before.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Iterator
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, dataclass_transform
 
 import jax
 
@@ -76,11 +75,6 @@ from jaxnets.core.state_dict import load_state_dict as _load_state_dict
 from jaxnets.core.state_dict import state_dict as _state_dict
 from jaxnets.nn import init as initializers
 from jaxnets.nn.summary import summary as _summary
-
-if sys.version_info >= (3, 11):
-    from typing import dataclass_transform
-else:  # pragma: no cover - Python 3.10
-    from typing_extensions import dataclass_transform
 
 __all__ = ["Module", "Bound", "Parameter", "Buffer", "Params", "State", "Key", "Output", "need_key"]
 
