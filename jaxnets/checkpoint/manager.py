@@ -124,7 +124,9 @@ class CheckpointManager:
         save_every = int_option("save_every", save_every, 1)
         group_below = int_option("group_below", group_below, 0)
         if best_metric is not None and not isinstance(best_metric, str):
-            raise TypeError(f"best_metric must be a metric name (str) or None, got {best_metric!r}.")
+            raise TypeError(
+                f"best_metric must be a metric name (str) or None, got {best_metric!r}."
+            )
         if best_mode not in ("min", "max"):
             raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}.")
         if keep_best is not None and best_metric is None:
@@ -389,14 +391,25 @@ class CheckpointManager:
         if verify:
             verify_checksums(specs, arrays, step_dir=step_dir)
         leaves = _layout.unpack(meta, arrays, keys, place)
-        # The template's containers where given, the stored ones elsewhere.
-        fields: dict[str, Any] = {} if partial else dict(tree_from_spec(meta["spec"], leaves))
+        # The template's containers where given, the stored ones elsewhere (a field saved from a
+        # type jaxnets cannot rebuild by name, e.g. an nnx.State, rebuilds only from the template).
+        fields: dict[str, Any] = {}
+        if not partial:
+            spec = meta["spec"]
+            rest = [(k, c) for k, c in zip(spec["k"], spec["c"]) if k not in fields_like]
+            fields = dict(
+                tree_from_spec(
+                    {"t": "dict", "k": [k for k, _ in rest], "c": [c for _, c in rest]}, leaves
+                )
+            )
         if fields_like:
             fields.update(map_with_keys(lambda k, _: leaves[k], fields_like))
         return Checkpoint(
             step=step,
             **fields,
-            model=None if meta.get("model") is None else from_config(meta["model"], file=step_dir, path="model"),
+            model=None
+            if meta.get("model") is None
+            else from_config(meta["model"], file=step_dir, path="model"),
             optimizer=None
             if meta.get("optimizer") is None
             else from_config(meta["optimizer"], file=step_dir, path="optimizer"),
@@ -420,7 +433,9 @@ class CheckpointManager:
           TypeError, ValueError: ``step`` or ``path`` is not one of the above.
         """
         if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(f"export(path=...) takes a str or os.PathLike, got {type(path).__name__}.")
+            raise TypeError(
+                f"export(path=...) takes a str or os.PathLike, got {type(path).__name__}."
+            )
         if step == "best":
             step = self.best_step()
             if step is None:
@@ -472,4 +487,3 @@ class CheckpointManager:
     def __repr__(self) -> str:
         steps = "<closed>" if self._closed else sorted(self._mgr.all_steps())
         return f"CheckpointManager({self.directory!r}, steps={steps})"
-

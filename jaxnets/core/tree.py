@@ -24,7 +24,7 @@ import numpy as np
 from jax.tree_util import DictKey, FlattenedIndexKey, GetAttrKey, SequenceKey
 
 from jaxnets.core import registry
-from jaxnets.errors import FileFormatError, JaxnetsError
+from jaxnets.errors import FileFormatError, JaxnetsError, RegistryError
 
 __all__ = [
     "SEP",
@@ -42,7 +42,18 @@ SEP = "."
 _ESC = "\\"
 # Leaves known without asking jax (ShapeDtypeStruct: the leaves of eval_shape templates, which the
 # checks walk on every save and load; jax's own flatten costs ~20 us a leaf to say so).
-_ATOMIC = (jax.Array, np.ndarray, np.generic, jax.ShapeDtypeStruct, int, float, complex, bool, str, bytes)
+_ATOMIC = (
+    jax.Array,
+    np.ndarray,
+    np.generic,
+    jax.ShapeDtypeStruct,
+    int,
+    float,
+    complex,
+    bool,
+    str,
+    bytes,
+)
 
 # A node's children as (path component, child) plus a function rebuilding the node from children.
 _Children = tuple[list[tuple[Hashable, Any]], Callable[[list[Any]], Any]]
@@ -122,7 +133,9 @@ def _children(node: Any) -> _Children | None:
     return out, treedef.unflatten
 
 
-def _walk(tree: Any, prefix: tuple[Hashable, ...] = ()) -> Iterator[tuple[tuple[Hashable, ...], Any]]:
+def _walk(
+    tree: Any, prefix: tuple[Hashable, ...] = ()
+) -> Iterator[tuple[tuple[Hashable, ...], Any]]:
     kids = _children(tree)
     if kids is None:
         yield prefix, tree
@@ -148,7 +161,9 @@ def flatten(tree: Any) -> dict[str, Any]:
     for path, leaf in _walk(tree):
         key = join_key(path)
         if key in flat:
-            raise JaxnetsError(f"two entries of the pytree have the same key {key!r}; rename one.", path=key)
+            raise JaxnetsError(
+                f"two entries of the pytree have the same key {key!r}; rename one.", path=key
+            )
         flat[key] = leaf
     return flat
 
@@ -177,9 +192,14 @@ _MAX_SPEC_DEPTH = 256
 def tree_spec(tree: Any) -> dict[str, Any]:
     """A JSON-able description of ``tree``'s containers, for :func:`tree_from_spec`.
 
+    Plain containers, registered classes and optax's states are described so that they rebuild
+    from the spec alone. Any other pytree node (an ``nnx.State``, an equinox module, a flax
+    struct) is an *opaque* node: its type name and children are recorded, so its leaves are
+    stored and checked by key, but it rebuilds only into a template of that type
+    (``jaxnets.load_state_dict(template, path)``, ``restore(like=...)``).
+
     Raises:
-      RegistryError: a container type is neither plain nor registered (NamedTuples and dataclasses
-        need ``@jaxnets.register``; optax's states need nothing).
+      RegistryError: an unregistered NamedTuple (``@jaxnets.register`` it: its fields rebuild it).
     """
 
     def go(node: Any) -> dict[str, Any]:
@@ -198,8 +218,21 @@ def tree_spec(tree: Any) -> dict[str, Any]:
             return {"t": "dict", "k": keys, "c": children}
         if t in (list, tuple):
             return {"t": t.__name__, "c": children}
-        name = registry.registered_name(t)
-        return {"t": "class", "name": name, "k": [k for k, _ in entries], "c": children}
+        keys = [k for k, _ in entries]
+        try:
+            name = registry.registered_name(t)
+        except RegistryError:
+            if _is_namedtuple(node):
+                raise
+            for k in keys:
+                escape(k)
+            return {
+                "t": "opaque",
+                "type": f"{t.__module__}.{t.__qualname__}",
+                "k": keys,
+                "c": children,
+            }
+        return {"t": "class", "name": name, "k": keys, "c": children}
 
     return go(tree)
 
@@ -216,7 +249,7 @@ def spec_keys(spec: Mapping[str, Any]) -> list[str]:
             keys.append(join_key(prefix))
         elif t == "none":
             return
-        elif t in ("dict", "class"):
+        elif t in ("dict", "class", "opaque"):
             for k, c in zip(node["k"], node["c"], strict=True):
                 go(c, prefix + (k,), depth + 1)
         elif t in ("list", "tuple"):
@@ -239,7 +272,8 @@ def tree_from_spec(spec: Mapping[str, Any], flat: Mapping[str, Any]) -> Any:
     here a missing key is a KeyError.
 
     Raises:
-      RegistryError: a stored class name is not registered.
+      RegistryError: a stored class name is not registered, or the tree holds an opaque node
+        (a type that rebuilds only into a template; see :func:`tree_spec`).
       FileFormatError: the spec is malformed.
     """
 
@@ -260,7 +294,17 @@ def tree_from_spec(spec: Mapping[str, Any], flat: Mapping[str, Any]) -> Any:
             try:
                 return cls(**values)
             except TypeError as e:
-                raise FileFormatError(f"cannot rebuild {node['name']} at {join_key(prefix)!r}: {e}") from e
+                raise FileFormatError(
+                    f"cannot rebuild {node['name']} at {join_key(prefix)!r}: {e}"
+                ) from e
+        if t == "opaque":
+            at = f" at {join_key(prefix)!r}" if prefix else ""
+            raise RegistryError(
+                f"the tree was saved from a {str(node.get('type'))[:120]}{at}, which jaxnets stores "
+                "by key but cannot rebuild without its code. Load it into a tree of that type: "
+                "jaxnets.load_state_dict(template, path) for a file, restore(like={...}) for a "
+                "checkpoint (e.g. template = nnx.state(model), or your equinox module)."
+            )
         raise FileFormatError(f"unknown tree node type {t!r} in a stored structure.")
 
     spec_keys(spec)  # validates shape and depth before building anything

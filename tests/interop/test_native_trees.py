@@ -19,13 +19,6 @@ from jaxnets import StateDictError
 nnx = pytest.importorskip("flax.nnx", reason="flax is optional: pip install 'jaxnets[flax]'")
 eqx = pytest.importorskip("equinox", reason="equinox is optional: pip install 'jaxnets[equinox]'")
 
-UNREGISTERED = (
-    "needs io/checkpoint to store trees whose containers are not registered (nnx State/Variable, "
-    "equinox modules) without a structure spec, rebuilt from the template on load: "
-    "io/model_file.py _flat_weights and checkpoint/_layout.py call core.tree.tree_spec, which "
-    "raises RegistryError for them"
-)
-
 
 class Net(nnx.Module):
     def __init__(self, rngs: nnx.Rngs) -> None:
@@ -40,8 +33,13 @@ X = jnp.asarray(np.random.default_rng(0).normal(size=(5, 3)), jnp.float32)
 
 
 def _eqx_model(seed: int):
-    return eqx.nn.Sequential([eqx.nn.Linear(3, 4, key=jax.random.key(seed)), eqx.nn.Lambda(jax.nn.tanh),
-                              eqx.nn.Linear(4, 2, key=jax.random.key(seed + 1))])
+    return eqx.nn.Sequential(
+        [
+            eqx.nn.Linear(3, 4, key=jax.random.key(seed)),
+            eqx.nn.Lambda(jax.nn.tanh),
+            eqx.nn.Linear(4, 2, key=jax.random.key(seed + 1)),
+        ]
+    )
 
 
 def test_an_nnx_state_loads_back_as_an_nnx_state_with_every_key_checked():
@@ -66,11 +64,12 @@ def test_an_equinox_module_loads_back_as_itself_through_its_array_filter():
     x = X[0]
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(src(x)))
     sd["layers.2.weight"] = np.zeros((3, 4), np.float32)
-    with pytest.raises(StateDictError, match=r"layers.2.weight: shape \(3, 4\) in the state_dict, \(2, 4\)"):
+    with pytest.raises(
+        StateDictError, match=r"layers.2.weight: shape \(3, 4\) in the state_dict, \(2, 4\)"
+    ):
         jaxnets.load_state_dict(eqx.filter(dst, eqx.is_array), sd)
 
 
-@pytest.mark.xfail(strict=True, reason=UNREGISTERED)
 def test_an_nnx_state_saved_to_a_file_loads_into_a_template(tmp_path: Path):
     src, dst = Net(nnx.Rngs(0)), Net(nnx.Rngs(1))
     jaxnets.save_state_dict(tmp_path / "net.jnet", nnx.state(src), fsync=False)
@@ -80,21 +79,47 @@ def test_an_nnx_state_saved_to_a_file_loads_into_a_template(tmp_path: Path):
     np.testing.assert_array_equal(np.asarray(dst(X)), np.asarray(src(X)))
 
 
-@pytest.mark.xfail(strict=True, reason=UNREGISTERED)
 def test_an_equinox_module_saved_to_a_file_loads_into_a_template(tmp_path: Path):
     src, dst = _eqx_model(0), _eqx_model(5)
     jaxnets.save_state_dict(tmp_path / "m.jnet", eqx.filter(src, eqx.is_array), fsync=False)
-    loaded = eqx.combine(jaxnets.load_state_dict(eqx.filter(dst, eqx.is_array), tmp_path / "m.jnet"), dst)
+    loaded = eqx.combine(
+        jaxnets.load_state_dict(eqx.filter(dst, eqx.is_array), tmp_path / "m.jnet"), dst
+    )
     np.testing.assert_array_equal(np.asarray(loaded(X[0])), np.asarray(src(X[0])))
 
 
-@pytest.mark.xfail(strict=True, reason=UNREGISTERED)
-def test_a_checkpoint_of_an_nnx_state_and_an_equinox_module_restores_them_as_themselves(tmp_path: Path):
+def test_a_checkpoint_of_an_nnx_state_and_an_equinox_module_restores_them_as_themselves(
+    tmp_path: Path,
+):
     net, em = Net(nnx.Rngs(0)), _eqx_model(0)
     with jaxnets.CheckpointManager(tmp_path / "ckpt") as mgr:
         mgr.save(1, params={"nnx": nnx.state(net), "eqx": eqx.filter(em, eqx.is_array)})
-    like = {"params": {"nnx": nnx.state(Net(nnx.Rngs(1))), "eqx": eqx.filter(_eqx_model(5), eqx.is_array)}}
+    like = {
+        "params": {
+            "nnx": nnx.state(Net(nnx.Rngs(1))),
+            "eqx": eqx.filter(_eqx_model(5), eqx.is_array),
+        }
+    }
     with jaxnets.CheckpointManager(tmp_path / "ckpt") as mgr:
         got = mgr.restore(1, like=like).params
     assert isinstance(got["nnx"], nnx.State)
-    np.testing.assert_array_equal(np.asarray(eqx.combine(got["eqx"], em)(X[0])), np.asarray(em(X[0])))
+    np.testing.assert_array_equal(
+        np.asarray(eqx.combine(got["eqx"], em)(X[0])), np.asarray(em(X[0]))
+    )
+
+
+def test_without_a_template_an_nnx_state_is_a_clear_error_saying_to_pass_one(tmp_path: Path):
+    net = Net(nnx.Rngs(0))
+    jaxnets.save_state_dict(tmp_path / "net.jnet", nnx.state(net), fsync=False)
+    with pytest.raises(
+        jaxnets.RegistryError,
+        match=r"saved from a flax.nnx.*State.*load_state_dict\(template, path\)",
+    ):
+        jaxnets.load(tmp_path / "net.jnet")
+    with jaxnets.CheckpointManager(tmp_path / "ckpt", async_save=False) as mgr:
+        mgr.save(1, params=nnx.state(net))
+        with pytest.raises(jaxnets.RegistryError, match=r"at 'params'.*restore\(like="):
+            mgr.restore(1)
+        assert isinstance(
+            mgr.restore(1, like={"params": nnx.state(Net(nnx.Rngs(3)))}).params, nnx.State
+        )
