@@ -122,8 +122,8 @@ class ModuleDict(Module):
     """Modules by name, in insertion order, as ``torch.nn.ModuleDict``: keys ``<name>.weight``.
 
     A container, not a layer (it has no ``apply``, as torch's has no ``forward``): a composite
-    calls one of its modules, e.g. ``self.heads["cls"].apply(params["heads"]["cls"],
-    state["heads"]["cls"], x)``. Supports ``md[name]``, ``in``, ``len``, iteration over the names,
+    calls one of its modules through ``bind``, ``m = self.bind(...); y = m.heads["cls"](x)``
+    (state and keys threaded as for any child). Supports ``md[name]``, ``in``, ``len``, iteration over the names,
     ``keys()``, ``values()``, ``items()``. Stored in files as a config like any layer.
 
     Raises:
@@ -177,6 +177,6 @@ class ModuleDict(Module):
     ) -> Output:
         raise TypeError(
             "ModuleDict is a container, not a layer (as torch's, it has no forward): apply one of "
-            f"its modules ({', '.join(map(repr, self.names))}), e.g. "
-            "self.heads[name].apply(params['heads'][name], state['heads'][name], x)."
+            f"its modules ({', '.join(map(repr, self.names))}) from the composite's apply: "
+            "m = self.bind(params, state, train=train, key=key); y = m.heads[name](x)."
         )

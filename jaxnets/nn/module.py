@@ -336,6 +336,15 @@ class _Call:
         b._set_state(self._path, new)
         return y
 
+    def __getitem__(self, name: str | int) -> _Call:
+        """A child of this child, e.g. ``m.heads["cls"](x)`` for a ModuleDict or named Sequential."""
+        kids = self._module.children()
+        key = str(name)
+        if key not in kids or isinstance(kids[key], tuple):
+            raise KeyError(f"{type(self._module).__name__} at {'.'.join(self._path)!r} has no child "
+                           f"module {key!r}; it has {list(kids)}")  # fmt: skip
+        return _Call(self._bound, (*self._path, key), kids[key], (*self._index, list(kids).index(key)))  # type: ignore[arg-type]
+
 
 class Bound:
     """A module bound to its params and state for one ``apply``; see :meth:`Module.bind`.
@@ -372,7 +381,8 @@ class Bound:
 
     def _set_state(self, path: tuple[str, ...], new: State) -> None:
         node = self._new_state
-        for p in path[:-1]:
+        for p in path[:-1]:  # copy each level: the caller's state dicts are never written to
+            node[p] = dict(node[p])
             node = node[p]
         node[path[-1]] = new
 

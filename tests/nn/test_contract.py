@@ -242,3 +242,42 @@ def test_a_composite_lists_its_own_params_then_its_buffers_then_its_children_as_
     params, state = m.init(jax.random.key(0))
     assert list(jaxnets.state_dict(params, state, model=m)) == list(TorchTwin().state_dict())
     assert list(jaxnets.state_dict(params, state)) == list(TorchTwin().state_dict())
+
+
+def test_a_moduledict_child_is_called_through_bind_by_name():
+    @jaxnets.register(name="tests.contract.Heads")
+    class Heads(nn.Module):
+        trunk: nn.Linear = nn.Linear(3, 4)
+        heads: nn.ModuleDict = nn.ModuleDict({"cls": nn.Linear(4, 2), "norm": nn.BatchNorm1d(4)})
+
+        def apply(
+            self,
+            params: nn.Params,
+            state: nn.State,
+            x: jax.Array,
+            *,
+            train: bool = False,
+            key: nn.Key = None,
+        ) -> nn.Output:
+            m = self.bind(params, state, train=train, key=key)
+            h = m.heads["norm"](m.trunk(x))
+            return m.heads["cls"](h), m.state
+
+    model = Heads()
+    params, state = model.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (5, 3))
+    y, new_state = model.apply(params, state, x, train=True)
+    h, _ = model.trunk.apply(params["trunk"], {}, x)
+    hn, bn_state = model.heads["norm"].apply(
+        params["heads"]["norm"], state["heads"]["norm"], h, train=True
+    )
+    expected, _ = model.heads["cls"].apply(params["heads"]["cls"], {}, hn)
+    np.testing.assert_allclose(y, expected, rtol=1e-6)
+    np.testing.assert_array_equal(
+        new_state["heads"]["norm"]["running_mean"], bn_state["running_mean"]
+    )
+    assert (
+        int(state["heads"]["norm"]["num_batches_tracked"]) == 0
+    )  # the caller's state is untouched
+    with pytest.raises(KeyError, match=r"ModuleDict at 'heads' has no child module 'box'"):
+        model.bind(params, state).heads["box"]
