@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> float:
     import jaxnets
 
     loaded = jaxnets.load(args.model_file)
-    model, params, state = loaded.model, loaded.params, loaded.state
+    model, params = loaded.model, loaded.params
     print(f"loaded {args.model_file}: {type(model).__name__} with "
           f"{sum(int(np.size(v)) for v in jaxnets.state_dict(params).values()):,} parameters")
 
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> float:
     y = digits.target.astype(np.int32)
     _, x_test, _, y_test = train_test_split(x, y, test_size=0.2, random_state=0, stratify=y)
 
-    logits, _ = model.apply(params, state, x_test, train=False)
+    logits = loaded.predict(x_test)  # the model's apply in eval mode, compiled once (jax.jit)
     pred = np.asarray(logits).argmax(-1)
     accuracy = float(np.mean(pred == y_test))
     print(f"test accuracy: {accuracy:.2%} on {len(y_test)} images")

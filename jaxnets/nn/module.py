@@ -91,9 +91,11 @@ Child: TypeAlias = "Module | tuple[Module, ...]"
 def _make_dataclass(cls: type) -> None:
     """Turns a Module subclass into a frozen dataclass, bases first (once per class).
 
-    Done when the class is first subclassed, instantiated or registered rather than when it is
-    defined, so that an explicit ``@dataclass(frozen=True)`` under the class statement (the 0.1
-    style) still runs first on the raw class, exactly as it always did.
+    Done when the class is first subclassed or instantiated (a stored config rebuilds it by
+    instantiating it) rather than when it is defined, so that an explicit
+    ``@dataclass(frozen=True)`` under the class statement (the 0.1 style) still runs first on the
+    raw class, exactly as it always did. Until then ``dataclasses.fields(cls)`` does not work on
+    the class itself (it does on any instance).
     """
     if "__dataclass_fields__" in cls.__dict__ or cls is Module:
         return
