@@ -281,6 +281,8 @@ class TorchSource(Source):
 
     def _load(self, torch: Any) -> Any:
         err: Exception | None = None
+        with open(self.path, "rb"):  # a file that cannot be opened is the OS's error, as is
+            pass
         # torch warns about its own internals (TypedStorage, pickle protocols): not the user's
         # business, and never its advice to load with weights_only=False.
         with warnings.catch_warnings():
@@ -288,12 +290,10 @@ class TorchSource(Source):
             for mmap in (True, False):  # files in torch's legacy format cannot be mapped
                 try:
                     return torch.load(self.path, map_location="cpu", weights_only=True, mmap=mmap)
-                except OSError:
-                    raise
                 except pickle.UnpicklingError as e:  # the weights-only unpickler refused something
                     err = e
                     break
-                except Exception as e:  # RuntimeError, EOFError, ... on files torch cannot parse
+                except Exception as e:  # RuntimeError, EOFError, OSError from its zip reader, ...
                     err = e
         assert err is not None
         if isinstance(err, pickle.UnpicklingError):
