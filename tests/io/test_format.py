@@ -127,9 +127,9 @@ def test_every_dtype_round_trips_bit_exactly(tmp_path: Path) -> None:
         assert infos[k] == jaxnets.LeafInfo(*_bits(x)[1::-1]), k
 
 
-def test_64_bit_entries_load_exactly_or_not_at_all_without_x64(tmp_path: Path) -> None:
+def test_64_bit_entries_load_exactly_or_not_at_all_without_x64(x64, tmp_path: Path) -> None:
     path = tmp_path / "a.jnet"
-    with jax.enable_x64(True):  # jax arrays (numpy ones come back as numpy, 64-bit and all)
+    with x64(True):  # jax arrays (numpy ones come back as numpy, 64-bit and all)
         tree = {"count": jnp.array(7, jnp.int64), "x": jnp.array([0.1], jnp.float64)}
     jaxnets.save_state_dict(path, tree, fsync=False)
     with pytest.raises(JaxnetsError, match=r"x: float64 values .*jax_enable_x64"):

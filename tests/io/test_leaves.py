@@ -8,6 +8,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -156,30 +157,30 @@ def test_pytree_file_written_by_jaxnets_0_1_loads_as_jax_arrays() -> None:
 # --- bits that jax cannot hold (issue 8) ---------------------------------------------------------------------
 
 
-def _nan_payload_file(path: Path) -> Path:
-    with jax.enable_x64(True):
+def _nan_payload_file(path: Path, x64: Any) -> Path:
+    with x64(True):
         x = jnp.asarray(np.array([0x7FF0000000000123, 0x7FF8000000000000], np.uint64).view(np.float64))
     jaxnets.save_state_dict(path, {"x": x})
     return path
 
 
-def test_float64_nan_payload_is_refused_without_x64_naming_the_key(tmp_path: Path) -> None:
-    path = _nan_payload_file(tmp_path / "n.jnet")
+def test_float64_nan_payload_is_refused_without_x64_naming_the_key(x64, tmp_path: Path) -> None:
+    path = _nan_payload_file(tmp_path / "n.jnet", x64)
     with pytest.raises(JaxnetsError, match=r"n\.jnet: x: float64 NaN payloads .*jax_enable_x64.*dtype=\{'x': 'float32'\}"):
         jaxnets.load(path)
     assert np.isnan(jaxnets.load(path, dtype={"x": "float32"}).params["x"]).all()  # on request
 
 
-def test_float64_nan_payload_keeps_its_bits_with_x64(tmp_path: Path) -> None:
-    path = _nan_payload_file(tmp_path / "n.jnet")
-    with jax.enable_x64(True):
+def test_float64_nan_payload_keeps_its_bits_with_x64(x64, tmp_path: Path) -> None:
+    path = _nan_payload_file(tmp_path / "n.jnet", x64)
+    with x64(True):
         x = jaxnets.load(path).params["x"]
         assert x.dtype == jnp.float64
         assert np.asarray(x).view(np.uint64).tolist() == [0x7FF0000000000123, 0x7FF8000000000000]
 
 
-def test_plain_nan_and_exact_float64_narrow_to_float32(tmp_path: Path) -> None:
-    with jax.enable_x64(True):
+def test_plain_nan_and_exact_float64_narrow_to_float32(x64, tmp_path: Path) -> None:
+    with x64(True):
         x = jnp.array([np.nan, 0.5, -0.0, np.inf])
     jaxnets.save_state_dict(tmp_path / "a.jnet", {"x": x})
     got = jaxnets.load(tmp_path / "a.jnet").params["x"]
@@ -241,13 +242,13 @@ def test_hostile_leaves_section_is_a_file_format_error(tmp_path: Path, leaves: o
         jaxnets.load(path)
 
 
-def test_inexact_float64_optimizer_state_names_the_key_and_only_the_x64_fix(tmp_path: Path) -> None:
+def test_inexact_float64_optimizer_state_names_the_key_and_only_the_x64_fix(x64, tmp_path: Path) -> None:
     model = nn.Linear(2, 2)
     params, state = model.init(jax.random.key(0))
-    with jax.enable_x64(True):
+    with x64(True):
         opt_state = {"lr": jnp.array(0.1, jnp.float64)}  # the optimizer state is never cast
     jaxnets.save(tmp_path / "m.jnet", model, params, state, opt_state=opt_state)
     with pytest.raises(JaxnetsError, match=r"m\.jnet: lr: float64 values .*jax_enable_x64'?, True\)\) before loading\.$"):
         jaxnets.load(tmp_path / "m.jnet")
-    with jax.enable_x64(True):
+    with x64(True):
         assert jaxnets.load(tmp_path / "m.jnet").opt_state["lr"].dtype == jnp.float64

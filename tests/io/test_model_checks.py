@@ -225,9 +225,9 @@ def test_prng_key_of_another_implementation_is_refused(tmp_path: Path) -> None:
     np.testing.assert_array_equal(jax.random.key_data(k), jax.random.key_data(jax.random.key(3)))
 
 
-def test_int64_counter_from_a_64_bit_process_loads_as_int32(tmp_path: Path) -> None:
+def test_int64_counter_from_a_64_bit_process_loads_as_int32(x64, tmp_path: Path) -> None:
     model, params, state = _bn_model()
-    with jax.enable_x64(True):
+    with x64(True):
         count = jnp.array(7, jnp.int64)
     state = {**state, "1": {**state["1"], "num_batches_tracked": count}}
     loaded = jaxnets.load(write_model_file(tmp_path / "m.jnet", model, params, state))

@@ -71,14 +71,14 @@ def test_groupnorm_matches_torch(kwargs, shape, to_torch, close, rng):
     ],
     ids=str,
 )
-def test_rmsnorm_matches_torch_and_loads_strictly(kwargs, shape, dtype, to_torch, close, rng):
+def test_rmsnorm_matches_torch_and_loads_strictly(x64, kwargs, shape, dtype, to_torch, close, rng):
     layer = nn.RMSNorm(**kwargs)
     params, state = _perturbed(layer)
     t = to_torch(layer, params, state, torch.nn.RMSNorm(**kwargs))
     back, _ = jaxnets.load_state_dict(layer, t.state_dict())
     x = (rng.standard_normal(shape) * 1e-3).astype(dtype)  # small: eps matters
     t = t.to(torch.float64) if dtype == np.float64 else t
-    with jax.enable_x64(dtype == np.float64):
+    with x64(dtype == np.float64):
         for train in (False, True):
             y, _ = layer.apply(back, state, jnp.asarray(x), train=train)
             assert y.dtype == dtype
