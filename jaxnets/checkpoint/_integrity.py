@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import xxhash
 
+from jaxnets.checkpoint import _pieces
 from jaxnets.checkpoint.meta import ArraySpec, describe, step_label
 from jaxnets.core.structure import dtype_name
 from jaxnets.errors import CheckpointError
@@ -88,19 +89,48 @@ def _host(name: str, x: Any, step_dir: str) -> np.ndarray:
         return x
     if not x.is_fully_addressable:
         raise CheckpointError(
-            f"{step_label(step_dir)}: {name} is restored across processes, so this process cannot "
-            "check its checksum (it holds only some shards); restore with verify=False "
-            "(multi-process verification is not implemented yet).",
+            f"{step_label(step_dir)}: {name} was saved whole by one process, and is restored "
+            "across processes here, so no process holds all of it to check its checksum; restore "
+            "it onto each process's devices (device=..., or a sharding of local devices), or with "
+            "verify=False.",
             path=name,
             file=step_dir,
         )
     return np.asarray(x)  # CPU: a view of the restored buffer; accelerators: the host copy
 
 
+def _piece_problems(name: str, spec: ArraySpec, x: Any) -> tuple[list[str], list[str]]:
+    """Checks the stored pieces of an array saved by several processes that this process holds
+    whole in ``x`` (the restored array); returns (pieces that differ, pieces no process holds)."""
+    assert spec.shards is not None
+    bad: list[str] = []
+    unheld: list[str] = []
+    extra = x.ndim - len(spec.shards[0][0]) if spec.shards else 0  # PRNG key data: +1 dimension
+    by_process = None
+    for index, h in spec.shards:
+        full = index + tuple((0, n) for n in x.shape[x.ndim - extra :])
+        piece = x[_pieces.slices(full)] if isinstance(x, np.ndarray) else _pieces.extract(x, full)
+        if piece is not None:
+            if array_checksum(piece) != h:
+                bad.append(f"{name}[{', '.join(f'{a}:{b}' for a, b in index)}]")
+            continue
+        if by_process is None:  # which process holds what, under the restored sharding
+            by_process = _pieces.held(x.sharding, tuple(x.shape))
+        if not any(_pieces.covers(blocks, full) for blocks in by_process.values()):
+            unheld.append(f"{name}[{', '.join(f'{a}:{b}' for a, b in index)}]")
+    return bad, unheld
+
+
 def verify_checksums(
     specs: Mapping[str, ArraySpec], arrays: Mapping[str, Any], *, step_dir: str
 ) -> None:
-    """Checks every restored array against the checksum the metadata stores for it.
+    """Checks every restored array against the checksums the metadata stores for it.
+
+    An array stored whole (one checksum) is hashed whole; a per-process group row by row; an
+    array saved by several processes (a checksum per distinct block, "piece") piece by piece:
+    each process checks every stored piece it holds whole under the restored sharding (the
+    others hold and check the rest). A piece that no process holds whole (a restore sharding
+    that cuts across the saved blocks) cannot be checked: that is an error, not a skipped check.
 
     Args:
       specs: the expected entries (:func:`array_specs`), shapes and dtypes already checked
@@ -109,32 +139,56 @@ def verify_checksums(
       step_dir: the step directory (named in errors, with the step).
 
     Raises:
-      CheckpointError: an entry has no checksum, or its bytes differ from what was saved; names
-        the step and the key (or the packed group and its leaves).
+      CheckpointError: an entry has no checksum, or its bytes differ from what was saved, or
+        cannot be checked under the restored sharding; names the step and the key (or the
+        packed group and its leaves).
     """
     where = step_label(step_dir)
-    for name in specs:
-        x = arrays[name]
-        if isinstance(x, jax.Array) and any(d.platform != "cpu" for d in x.devices()):
-            x.copy_to_host_async()  # accelerators: start every transfer before waiting on one
-    host = {name: _host(name, arrays[name], step_dir) for name in specs}
-    missing = [n for n, s in specs.items() if s.xxh3 is None]
+    missing = [n for n, s in specs.items() if s.xxh3 is None and s.rows is None and s.shards is None]
     if missing:
         raise CheckpointError(
             f"{where}: no checksum is stored for {describe(missing[0], specs[missing[0]])} (a "
-            "checkpoint written by jaxnets 0.1, or an array saved from several processes); "
-            "restore with verify=False to read it unchecked.",
+            "checkpoint written by jaxnets 0.1, or an array saved by several processes with "
+            "jaxnets 0.2); restore with verify=False to read it unchecked.",
             path=missing[0],
             file=step_dir,
         )
-    got = checksums(host)
-    bad = [n for n, s in specs.items() if got[n] != s.xxh3]
+    whole = [n for n, s in specs.items() if s.xxh3 is not None]
+    for name in whole:
+        x = arrays[name]
+        if isinstance(x, jax.Array) and x.is_fully_addressable and any(d.platform != "cpu" for d in x.devices()):
+            x.copy_to_host_async()  # accelerators: start every transfer before waiting on one
+    got = checksums({name: _host(name, arrays[name], step_dir) for name in whole})
+    bad = [(n, describe(n, specs[n])) for n in whole if got[n] != specs[n].xxh3]
+    unheld: list[str] = []
+    for name, spec in specs.items():
+        if spec.rows is not None:
+            rows = np.asarray(arrays[name])
+            bad += [
+                (name, f"{describe(name, spec)}, row {p}")
+                for p, h in enumerate(spec.rows)
+                if array_checksum(rows[p]) != h
+            ]
+        elif spec.shards is not None:
+            b, u = _piece_problems(name, spec, arrays[name])
+            bad += [(name, label) for label in b]
+            unheld += u
     if bad:
-        shown = "; ".join(describe(n, specs[n]) for n in bad[:5])
+        shown = "; ".join(label for _, label in bad[:5])
         raise CheckpointError(
             f"{where}: {len(bad)} stored array(s) do not match their checksums: {shown}. The data "
             "on disk changed after it was written (bit rot, a partial copy, an edit). Restore "
             "another step, or restore(..., verify=False) to read the damaged values anyway.",
-            path=bad[0],
+            path=bad[0][0],
+            file=step_dir,
+        )
+    if unheld:
+        raise CheckpointError(
+            f"{where}: cannot check {', '.join(unheld[:5])}: it was saved as one block by one "
+            "process, and the restore sharding splits it across processes, so no process holds "
+            "it whole to hash it. Restore with a sharding under which each saved block lies on "
+            "one process (e.g. the sharding it was saved with, or device=...), or with "
+            "verify=False.",
+            path=unheld[0].split("[")[0],
             file=step_dir,
         )

@@ -267,7 +267,7 @@ def test_a_donating_jit_right_after_save_does_not_change_what_is_restored(tmp_pa
     # The background part of the save waits until the caller has donated and overwritten.
     go = threading.Event()
     finish = _layout.finish
-    monkeypatch.setattr(_layout, "finish", lambda *a: (go.wait(30), finish(*a))[1])
+    monkeypatch.setattr(_layout, "finish", lambda *a, **k: (go.wait(30), finish(*a, **k))[1])
     with CheckpointManager(tmp_path) as mgr:
         mgr.save(1, params=params, state={"buf": buffers})
         for _ in range(3):
