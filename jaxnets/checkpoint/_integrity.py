@@ -10,7 +10,7 @@ canonical JSON form, so that one changed bit anywhere in what a restore returns 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -84,64 +84,74 @@ def check_arrays(specs: Mapping[str, ArraySpec], arrays: Mapping[str, Any], *, s
         )
 
 
-def _host(name: str, x: Any, step_dir: str) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    if not x.is_fully_addressable:
-        raise CheckpointError(
-            f"{step_label(step_dir)}: {name} was saved whole by one process, and is restored "
-            "across processes here, so no process holds all of it to check its checksum; restore "
-            "it onto each process's devices (device=..., or a sharding of local devices), or with "
-            "verify=False.",
-            path=name,
-            file=step_dir,
-        )
-    return np.asarray(x)  # CPU: a view of the restored buffer; accelerators: the host copy
+def _label(name: str, index: _pieces.Index) -> str:
+    return f"{name}[{', '.join(f'{a}:{b}' for a, b in index)}]"
 
 
-def _piece_problems(name: str, spec: ArraySpec, x: Any) -> tuple[list[str], list[str]]:
-    """Checks the stored pieces of an array saved by several processes that this process holds
-    whole in ``x`` (the restored array); returns (pieces that differ, pieces no process holds)."""
-    assert spec.shards is not None
-    bad: list[str] = []
-    unheld: list[str] = []
-    extra = x.ndim - len(spec.shards[0][0]) if spec.shards else 0  # PRNG key data: +1 dimension
+def _blocks(
+    name: str, spec: ArraySpec, x: Any
+) -> tuple[list[tuple[str, str]], list[tuple[str, _pieces.Index, str]]]:
+    """Checks the stored blocks of ``name`` that this process holds whole in ``x`` (the restored
+    array, not fully addressable here, or saved by several processes).
+
+    Returns:
+      ``(bad, unheld)``: the blocks that differ (name, label), and those no process holds whole
+      under the restored sharding (name, index, checksum), which must be read again to be checked.
+    """
+    if spec.shards is not None:
+        extra = x.ndim - len(spec.shards[0][0]) if spec.shards else 0  # PRNG key data: +1 dim
+        tail = tuple((0, n) for n in x.shape[x.ndim - extra :])
+        stored = [(index + tail, h) for index, h in spec.shards]
+    else:  # saved whole by one process
+        assert spec.xxh3 is not None
+        stored = [(tuple((0, n) for n in x.shape), spec.xxh3)]
+    bad: list[tuple[str, str]] = []
+    unheld: list[tuple[str, _pieces.Index, str]] = []
     by_process = None
-    for index, h in spec.shards:
-        full = index + tuple((0, n) for n in x.shape[x.ndim - extra :])
-        piece = x[_pieces.slices(full)] if isinstance(x, np.ndarray) else _pieces.extract(x, full)
+    for index, h in stored:
+        piece = x[_pieces.slices(index)] if isinstance(x, np.ndarray) else _pieces.extract(x, index)
         if piece is not None:
             if array_checksum(piece) != h:
-                bad.append(f"{name}[{', '.join(f'{a}:{b}' for a, b in index)}]")
+                bad.append((name, _label(name, index)))
             continue
         if by_process is None:  # which process holds what, under the restored sharding
             by_process = _pieces.held(x.sharding, tuple(x.shape))
-        if not any(_pieces.covers(blocks, full) for blocks in by_process.values()):
-            unheld.append(f"{name}[{', '.join(f'{a}:{b}' for a, b in index)}]")
+        if not any(_pieces.covers(blocks, index) for blocks in by_process.values()):
+            unheld.append((name, index, h))
     return bad, unheld
 
 
+Reread = Callable[[Mapping[str, list[tuple[slice, ...]]]], Mapping[str, tuple[np.ndarray, ...]]]
+
+
 def verify_checksums(
-    specs: Mapping[str, ArraySpec], arrays: Mapping[str, Any], *, step_dir: str
+    specs: Mapping[str, ArraySpec],
+    arrays: Mapping[str, Any],
+    *,
+    step_dir: str,
+    reread: Reread | None = None,
 ) -> None:
     """Checks every restored array against the checksums the metadata stores for it.
 
-    An array stored whole (one checksum) is hashed whole; a per-process group row by row; an
-    array saved by several processes (a checksum per distinct block, "piece") piece by piece:
-    each process checks every stored piece it holds whole under the restored sharding (the
-    others hold and check the rest). A piece that no process holds whole (a restore sharding
-    that cuts across the saved blocks) cannot be checked: that is an error, not a skipped check.
+    An array stored whole (one checksum) and held whole here is hashed whole; a per-process
+    group row by row; any other array block by block (an array saved by several processes has
+    a checksum per distinct block, one saved whole is one block): each process checks every
+    stored block it holds whole under the restored sharding (the others hold and check the
+    rest). A block that no process holds whole (a restore sharding that cuts across the saved
+    blocks, e.g. a replicated array restored sharded) is read again from disk in its saved
+    layout by one process (round-robin over the processes) and checked there.
 
     Args:
       specs: the expected entries (:func:`array_specs`), shapes and dtypes already checked
         (:func:`check_arrays`).
       arrays: what orbax returned (numpy arrays or jax arrays).
       step_dir: the step directory (named in errors, with the step).
+      reread: ``reread({name: [index, ...]})`` reads stored blocks again (host arrays); without
+        it, a block no process holds is an error.
 
     Raises:
-      CheckpointError: an entry has no checksum, or its bytes differ from what was saved, or
-        cannot be checked under the restored sharding; names the step and the key (or the
-        packed group and its leaves).
+      CheckpointError: an entry has no checksum, or its bytes differ from what was saved; names
+        the step and the key (or the packed group and its leaves, or the block).
     """
     where = step_label(step_dir)
     missing = [n for n, s in specs.items() if s.xxh3 is None and s.rows is None and s.shards is None]
@@ -153,14 +163,19 @@ def verify_checksums(
             path=missing[0],
             file=step_dir,
         )
-    whole = [n for n, s in specs.items() if s.xxh3 is not None]
+
+    def held_here(name: str) -> bool:
+        x = arrays[name]
+        return isinstance(x, np.ndarray) or x.is_fully_addressable
+
+    whole = [n for n, s in specs.items() if s.xxh3 is not None and held_here(n)]
     for name in whole:
         x = arrays[name]
-        if isinstance(x, jax.Array) and x.is_fully_addressable and any(d.platform != "cpu" for d in x.devices()):
+        if isinstance(x, jax.Array) and any(d.platform != "cpu" for d in x.devices()):
             x.copy_to_host_async()  # accelerators: start every transfer before waiting on one
-    got = checksums({name: _host(name, arrays[name], step_dir) for name in whole})
+    got = checksums({name: np.asarray(arrays[name]) for name in whole})
     bad = [(n, describe(n, specs[n])) for n in whole if got[n] != specs[n].xxh3]
-    unheld: list[str] = []
+    unheld: list[tuple[str, _pieces.Index, str]] = []
     for name, spec in specs.items():
         if spec.rows is not None:
             rows = np.asarray(arrays[name])
@@ -169,10 +184,29 @@ def verify_checksums(
                 for p, h in enumerate(spec.rows)
                 if array_checksum(rows[p]) != h
             ]
-        elif spec.shards is not None:
-            b, u = _piece_problems(name, spec, arrays[name])
-            bad += [(name, label) for label in b]
+        elif name not in whole:
+            b, u = _blocks(name, spec, arrays[name])
+            bad += b
             unheld += u
+    mine = unheld[jax.process_index() :: jax.process_count()]
+    if mine and reread is None:
+        raise CheckpointError(
+            f"{where}: cannot check {', '.join(_label(n, i) for n, i, _ in mine[:5])}: no process "
+            "holds it whole under this sharding. Restore with verify=False, or with a sharding "
+            "under which each saved block lies on one process.",
+            path=mine[0][0],
+            file=step_dir,
+        )
+    if mine and reread is not None:
+        wanted: dict[str, list[tuple[slice, ...]]] = {}
+        for name, index, _ in mine:
+            wanted.setdefault(name, []).append(_pieces.slices(index))
+        data = reread(wanted)
+        taken: dict[str, int] = {}
+        for name, index, h in mine:
+            i = taken[name] = taken.get(name, -1) + 1
+            if array_checksum(data[name][i]) != h:
+                bad.append((name, _label(name, index) + " (read again)"))
     if bad:
         shown = "; ".join(label for _, label in bad[:5])
         raise CheckpointError(
@@ -180,15 +214,5 @@ def verify_checksums(
             "on disk changed after it was written (bit rot, a partial copy, an edit). Restore "
             "another step, or restore(..., verify=False) to read the damaged values anyway.",
             path=bad[0][0],
-            file=step_dir,
-        )
-    if unheld:
-        raise CheckpointError(
-            f"{where}: cannot check {', '.join(unheld[:5])}: it was saved as one block by one "
-            "process, and the restore sharding splits it across processes, so no process holds "
-            "it whole to hash it. Restore with a sharding under which each saved block lies on "
-            "one process (e.g. the sharding it was saved with, or device=...), or with "
-            "verify=False.",
-            path=unheld[0].split("[")[0],
             file=step_dir,
         )

@@ -185,7 +185,9 @@ def read(r: Reading, reader: Any, *, verify: bool) -> dict[str, Any]:
     arrays = _orbax.read_arrays(reader, step_dir, meta, specs, targets) if specs else {}
     check_arrays(specs, arrays, step_dir=step_dir)  # before anything is sliced
     if verify:
-        verify_checksums(specs, arrays, step_dir=step_dir)
+        verify_checksums(
+            specs, arrays, step_dir=step_dir, reread=lambda wanted: _orbax.read_regions(step_dir, wanted)
+        )
     leaves = _layout.unpack(meta, arrays, r.keys, r.place, step_dir=step_dir)
     spec = meta["spec"]
     if r.only is not None:
