@@ -12,9 +12,11 @@ are equal does any process go on; otherwise every process that made the call rai
 others fail after ``timeout`` seconds, never hang (docs/checkpoints.md, "Checkpoints on several
 hosts").
 
-Each agreement is a numbered *exchange*: key ``jaxnets/checkpoint/<manager>/<n>/<process>``. The
-managers of a job are numbered in the order they are opened, which is the same on every process
-(opening one is itself agreed on); exchanges are numbered per manager. A process deletes its own
+Each agreement is a numbered *exchange*: key ``jaxnets/checkpoint/<dir>/<manager>/<n>/<process>``,
+where ``<dir>`` is a hash of the checkpoint directory and ``<manager>`` counts the managers this
+process opened on it (the same on every process: opening one is itself agreed on; a manager
+opened on another directory by one process alone disturbs nothing here); exchanges are numbered
+per manager. A process deletes its own
 keys once every reader has read them: after it has read everyone's key of a later exchange
 (each process publishes exchange n+1 only after it is done with exchange n), so the store stays
 small over a long run.
@@ -30,12 +32,13 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import xxhash
 
 from jaxnets.errors import CheckpointError
 
 __all__ = ["Processes"]
 
-_MANAGERS = itertools.count()
+_MANAGERS: dict[str, itertools.count[int]] = {}  # directory -> managers opened on it here
 _LOCK = threading.Lock()
 _GUIDE = 'docs/checkpoints.md, "Checkpoints on several hosts"'
 
@@ -70,7 +73,8 @@ class Processes:
                 file=label,
             )
         with _LOCK:
-            self._prefix = f"jaxnets/checkpoint/{next(_MANAGERS)}"
+            count = next(_MANAGERS.setdefault(label, itertools.count()))
+        self._prefix = f"jaxnets/checkpoint/{xxhash.xxh3_64_hexdigest(label.encode())}/{count}"
         self._next = 0
         self._mine: list[tuple[int, str]] = []  # (exchange, key) this process published
 
@@ -116,11 +120,16 @@ class Processes:
                 late.append(p)
         if late:
             who = ", ".join(map(str, late))
+            why = (
+                "Every process must open a CheckpointManager on the same directory (the same "
+                "path on every process, as many times)"
+                if what.startswith("CheckpointManager()")
+                else "Every process must make the same checkpoint calls in the same order; a "
+                "process that failed, skipped the call or is far behind shows this"
+            )
             raise CheckpointError(
                 f"{self.label}: {what}: process{'es' if len(late) > 1 else ''} {who} did not take "
-                f"part within {self.timeout:g} s (sync_timeout=). Every process must make the same "
-                f"checkpoint calls in the same order; a process that failed, skipped the call or "
-                f"is far behind shows this ({_GUIDE}).",
+                f"part within {self.timeout:g} s (sync_timeout=). {why} ({_GUIDE}).",
                 file=self.label,
             )
         return got

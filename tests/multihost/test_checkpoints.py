@@ -193,3 +193,176 @@ for name in ("sync", "async"):
 def test_a_two_process_step_restores_bit_exactly_in_one_process(saved, devices):
     out = run_single(f"import os\nDIR = {str(saved)!r}\n" + SINGLE, devices=devices)
     assert f"RESTORED sync {devices}" in out and f"RESTORED async {devices}" in out
+
+
+# Each case opens its own managers (in the same order on both processes), so that one case's
+# failure leaves the next in step; every outcome is printed, and the test reads both outputs.
+MISMATCHES = """
+import time, numpy as np, jax.numpy as jnp
+import jaxnets
+from jaxnets.errors import CheckpointError
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+mesh = Mesh(np.array(jax.devices()), ("x",))
+rows, cols, rep = NamedSharding(mesh, P("x")), NamedSharding(mesh, P(None, "x")), NamedSharding(mesh, P())
+w = jax.make_array_from_callback((8, 8), rows, lambda i: np.arange(64.0, dtype=np.float32).reshape(8, 8)[i])
+import json
+n, results = [0], {}
+def case(name, fn):
+    n[0] += 1
+    t = time.monotonic()
+    try:
+        mgr = jaxnets.CheckpointManager(os.path.join(OUT, str(n[0])), async_save=False, group_below=0, sync_timeout=5)
+        mgr.save(0, params={"w": w})
+        t = time.monotonic()
+        fn(mgr)
+        results[name] = f"no error {time.monotonic() - t:.1f}s"
+    except Exception as e:
+        msg = str(e).replace(chr(10), " | ")
+        results[name] = f"{type(e).__name__} {time.monotonic() - t:.1f}s: {msg}"
+
+case("step", lambda m: m.save(1 + PID, params={"w": w}))
+case("values", lambda m: m.save(1, params={"w": w, "b": np.full(3, PID)}))
+case("metrics", lambda m: m.save(1, params={"w": w}, metrics={"loss": float(PID)}))
+case("structure", lambda m: m.save(1, params={"w": w, **({"extra": np.zeros(2)} if PID else {})}))
+case("placement", lambda m: m.restore(0, sharding=rows if PID == 0 else rep))
+case("local failure", lambda m: m.restore(0, like={"params": {"w": w, **({"v": w} if PID else {})}}))
+case("uncovered", lambda m: m.restore(0, sharding=cols).params["w"].block_until_ready())
+case("absent", lambda m: m.restore(0) if PID == 0 else None)
+json.dump(results, open(os.path.join(OUT, f"results{PID}.json"), "w"))
+"""
+
+
+@pytest.fixture(scope="module")
+def mismatches(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]:
+    out = tmp_path_factory.mktemp("mismatch")
+    run_job(MISMATCHES, out)
+    return [json.loads((out / f"results{p}.json").read_text()) for p in range(2)]
+
+
+@pytest.mark.parametrize(
+    ("case", "both"),
+    [
+        ("step", r"CheckpointError .*disagree.*step: process 0: 1, process 1: 2"),
+        ("values", r"CheckpointError .*values: differs at params\.b.*per_process="),
+        ("metrics", r"CheckpointError .*metadata: differs at metrics.*averaged over the processes"),
+        ("structure", r"CheckpointError .*layout: differs at params\.extra"),
+        ("placement", r"CheckpointError .*placement: differs at params\.w.*must be the same on each"),
+    ],
+)
+def test_a_disagreement_raises_on_every_process_at_once(mismatches, case, both):
+    for out in mismatches:
+        assert re.match(both, out[case]), out[case]
+        assert float(re.search(r" (\d+\.\d)s", out[case]).group(1)) < 5  # not the timeout
+
+
+def test_a_failure_on_one_process_is_raised_on_the_others(mismatches):
+    assert re.match(r"StateDictError .*params\.v", mismatches[1]["local failure"])
+    assert re.match(r"CheckpointError .*restore failed on process 1: StateDictError", mismatches[0]["local failure"])
+
+
+def test_a_process_that_does_not_call_makes_the_others_raise_at_the_timeout(mismatches):
+    out = mismatches[0]["absent"]
+    assert re.match(r"CheckpointError (\d+\.\d)s: .*process 1 did not take part within 5 s \(sync_timeout=\)", out), out
+    assert 5 <= float(re.search(r" (\d+\.\d)s", out).group(1)) < 15
+    assert mismatches[1]["absent"].startswith("no error")
+
+
+def test_blocks_no_process_holds_whole_are_checked_by_reading_them_again(mismatches):
+    for out in mismatches:
+        assert out["uncovered"].startswith("no error"), out["uncovered"]
+
+
+FLIPS = """
+import shutil
+import numpy as np, jax, jax.numpy as jnp
+import jaxnets
+from jaxnets.errors import CheckpointError
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+mesh = Mesh(np.array(jax.devices()), ("x",))
+rows, cols, rep = NamedSharding(mesh, P("x")), NamedSharding(mesh, P(None, "x")), NamedSharding(mesh, P())
+want = {k: (np.random.default_rng(i).standard_normal(s) * 100).astype(np.float32)
+        for i, (k, s) in enumerate({"big": (64, 16), "small": (8, 4), "rep": (32, 16)}.items())}
+def glob(k, s):
+    return jax.make_array_from_callback(want[k].shape, s, lambda i: want[k][i])
+params = {"big": glob("big", rows), "small": glob("small", rows), "rep": glob("rep", rep), "np": np.arange(5)}
+rng = jax.random.fold_in(jax.random.key(0), PID)
+src = os.path.join(OUT, "ck")
+m = jaxnets.CheckpointManager(src, async_save=False, group_below=1024)
+m.save(1, params=params, rng=rng, per_process="rng")
+# Steps that differ from step 1 in one leaf each: their arrays under step 1's metadata decode
+# fine, so only the checksums can tell (each kind of stored block in turn).
+changed = {"big": 2, "small": 3, "rep": 4, "np": 5, "rng": 6}
+for leaf, s in changed.items():
+    p = dict(params)
+    if leaf in want:
+        other = want[leaf] + 1
+        p[leaf] = jax.make_array_from_callback(other.shape, params[leaf].sharding, lambda i: other[i])
+    elif leaf == "np":
+        p["np"] = np.arange(5) + 1
+    m.save(s, params=p, rng=jax.random.fold_in(rng, 1) if leaf == "rng" else rng, per_process="rng")
+m.close()
+step = os.path.join(src, "1")
+files = sorted(os.path.relpath(os.path.join(d, f), step) for d, _, fs in os.walk(step) for f in fs)
+if PID == 0:
+    for leaf, s in changed.items():
+        shutil.copytree(src, os.path.join(OUT, f"swap{leaf}"))
+        shutil.rmtree(os.path.join(OUT, f"swap{leaf}", "1", "arrays"))
+        shutil.copytree(os.path.join(src, str(s), "arrays"), os.path.join(OUT, f"swap{leaf}", "1", "arrays"))
+    for i, f in enumerate(files):
+        shutil.copytree(src, os.path.join(OUT, f"flip{i}"))
+        path = os.path.join(OUT, f"flip{i}", "1", f)
+        data = bytearray(open(path, "rb").read())
+        if data:
+            data[len(data) // 2] ^= 0x10
+        open(path, "wb").write(bytes(data))
+multihost_utils.sync_global_devices("flipped")
+def same(x, k):
+    if not isinstance(x, jax.Array):
+        return np.array_equal(x, want[k]) if k in want else np.array_equal(x, np.arange(5))
+    return all(np.asarray(s.data).tobytes() == want[k][s.index].tobytes() for s in x.addressable_shards)
+import json
+results = {}
+placements = {
+    "local": {},
+    "rows": {"sharding": lambda k, info: rows if info.shape and info.shape[0] % 4 == 0 else None},
+    "cols": {"sharding": lambda k, info: cols if len(info.shape) == 2 and info.shape[1] % 4 == 0 else None},
+}
+def outcome(d):
+    try:
+        c = jaxnets.CheckpointManager(d, sync_timeout=30).restore(1, **kw)
+        ok = all(same(c.params[k], k) for k in params)
+        ok = ok and np.array_equal(jax.random.key_data(c.rng), jax.random.key_data(rng))
+        return "same" if ok else "WRONG"
+    except CheckpointError as e:
+        return "caught: " + str(e).split("checksums: ")[-1][:120]
+for how, kw in placements.items():
+    for i, f in enumerate(files):
+        results[f"{f} {how}"] = outcome(os.path.join(OUT, f"flip{i}"))
+    for leaf in changed:
+        results[f"swapped {leaf} {how}"] = outcome(os.path.join(OUT, f"swap{leaf}"))
+json.dump(results, open(os.path.join(OUT, f"flips{PID}.json"), "w"))
+"""
+
+
+def test_a_flipped_bit_in_any_file_of_a_two_process_step_never_restores_silently(tmp_path):
+    run_job(FLIPS, tmp_path)
+    results = [json.loads((tmp_path / f"flips{p}.json").read_text()) for p in range(2)]
+    for out in results:
+        wrong = [f for f, r in out.items() if r == "WRONG"]
+        assert not wrong, wrong
+        assert len({k.split()[0] for k in out}) >= 10 + 5
+    # Every process raises, or none: the outcome is agreed on (each names what it found).
+    assert {k: v.split(":")[0] for k, v in results[0].items()} == {k: v.split(":")[0] for k, v in results[1].items()}
+    data = [f for f in results[0] if f.startswith("arrays/d/")]  # the step's array data
+    assert data and all(results[0][f].startswith("caught") for f in data), results[0]
+    assert any(f.startswith("meta") and r.startswith("caught") for f, r in results[0].items())
+    # Arrays that decode fine but differ: caught by the checksums, under every placement (blocks
+    # held whole, per-process rows, shared groups, and blocks read again in their saved layout).
+    for how in ("local", "rows", "cols"):
+        assert "params.big" in results[0][f"swapped big {how}"]
+        assert "per-process packed group float32" in results[0][f"swapped small {how}"]
+        assert "params.rep[0:32, 0:16]" in results[0][f"swapped rep {how}"]
+        assert "packed group int64" in results[0][f"swapped np {how}"]
+        assert "per-process packed group uint32" in results[0][f"swapped rng {how}"]
+    assert "(read again)" in results[0]["swapped rep rows"] and "(read again)" not in results[0]["swapped rep local"]
