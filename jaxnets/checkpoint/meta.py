@@ -298,6 +298,7 @@ class _Rows:
                 self.lengths[name] = length
         self.ends = {name: [0] * self.n for name in self.lengths}
         self.broken: set[str] = set()
+        self.grids: dict[tuple[str, str], str | None] = {}
 
     def problem(self, e: dict[str, Any]) -> str | None:
         """What is wrong with one (already well-formed) leaf entry's rows or shards, or None."""
@@ -341,9 +342,12 @@ class _Rows:
         stored = e.get("pieces")
         if not isinstance(stored, list) or not all(isinstance(s, list) and len(s) == 3 for s in stored):
             return f"malformed pieces {stored!r:.200}"
-        why = grid_problem([s[2] for s in stored], e["shape"])
-        if why is not None:
-            return f"pieces: {why}"
+        indices = [s[2] for s in stored]
+        grid = (str(e["shape"]), str(indices))  # leaves sharded alike share one check
+        if grid not in self.grids:
+            self.grids[grid] = grid_problem(indices, e["shape"])
+        if self.grids[grid] is not None:
+            return f"pieces: {self.grids[grid]}"
         for owner, offset, index in stored:
             if not _int(owner) or not 0 <= owner < self.n:
                 return f"a piece of process {owner!r}, of {self.n}"
