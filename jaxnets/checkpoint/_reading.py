@@ -115,7 +115,10 @@ def _check_fit(targets: dict[str, jax.sharding.Sharding | None], stored: dict[st
         shape = stored[k].shape
         if (id(s), shape) not in fits:
             try:
-                s.shard_shape(shape)
+                check = getattr(s, "check_compatible_aval", None)  # the rank (not in every jax)
+                if check is not None:
+                    check(shape)
+                s.shard_shape(shape)  # the divisibility
                 fits[id(s), shape] = None
             except ValueError as e:  # jax: indivisible, or a spec longer than the rank
                 fits[id(s), shape] = str(e).split("(full shape")[0].strip()

@@ -17,6 +17,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -366,3 +367,76 @@ def test_a_flipped_bit_in_any_file_of_a_two_process_step_never_restores_silently
         assert "packed group int64" in results[0][f"swapped np {how}"]
         assert "per-process packed group uint32" in results[0][f"swapped rng {how}"]
     assert "(read again)" in results[0]["swapped rep rows"] and "(read again)" not in results[0]["swapped rep local"]
+
+
+def _edit(path: tuple[Any, ...], fn: Any) -> Any:
+    def apply(meta: dict[str, Any]) -> None:
+        node = meta
+        for p in path[:-1]:
+            node = node[p]
+        node[path[-1]] = fn(node[path[-1]])
+
+    return apply
+
+
+# Lies in a 2-process step's meta, with the checksum recomputed (an edit, or a writer's bug): the
+# structural checks must catch them before any array is sliced. (name: edit, words in the error)
+LIES = {
+    "piece offset +1": (_edit(("leaves", "params.weight", "pieces", 1, 1), lambda o: o + 1), ["params.weight", "offset"]),
+    "piece of another process": (_edit(("leaves", "params.weight", "pieces", 0, 0), lambda p: 1), ["params.weight", "offset"]),
+    "overlapping pieces": (_edit(("leaves", "params.weight", "pieces", 1, 2), lambda i: [[1, 4], [0, 4]]), ["params.weight", "tile"]),
+    "a piece missing": (_edit(("leaves", "params.weight", "pieces"), lambda ps: ps[:-1]), ["params.weight", "tile"]),
+    "piece out of bounds": (_edit(("leaves", "params.weight", "pieces", 3, 2), lambda i: [[6, 9], [0, 4]]), ["params.weight", "out of bounds"]),
+    "per-process offset +1": (_edit(("leaves", "rng.noise", "offsets", 1), lambda o: o + 1), ["rng.noise", "offsets"]),
+    "per-process offsets of 3 processes": (_edit(("leaves", "rng.noise", "offsets"), lambda o: o + [0]), ["rng.noise"]),
+    "row length +1": (_edit(("pgroups", "float32", "length"), lambda n: n + 1), ["float32", "adds up"]),
+    "a row checksum missing": (_edit(("pgroups", "float32", "rows"), lambda r: r[:1]), ["float32", "row checksums"]),
+    "3 processes": (_edit(("processes",), lambda n: 3), ["row checksums"]),
+    "per-process group removed": (lambda m: m["pgroups"].pop("uint32"), ["not stored"]),
+    "shards twice": (_edit(("leaves", "opt_state.mu", "shards", 1, 0), lambda i: [[0, 16], [0, 16]]), ["opt_state.mu", "twice"]),
+    "shard checksum malformed": (_edit(("leaves", "opt_state.mu", "shards", 0, 1), lambda h: "zz"), ["opt_state.mu", "checksum"]),
+    "shards of a smaller array": (_edit(("leaves", "opt_state.mu", "shape"), lambda s: [48, 16]), ["opt_state.mu"]),
+    "format 2 with rows": (_edit(("version",), lambda v: 2), ["multi-process fields"]),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(LIES))
+def test_a_lying_multi_process_meta_is_refused_before_anything_is_read(saved, lie):
+    import copy
+
+    from jaxnets.checkpoint.meta import check_meta, read_meta, seal
+    from jaxnets.errors import CheckpointError
+
+    step_dir = str(saved / "sync" / "1")
+    meta = copy.deepcopy(read_meta(step_dir))
+    edit, words = LIES[lie]
+    edit(meta)
+    for verify in (True, False):
+        with pytest.raises(CheckpointError, match=r"\(step 1\)") as e:
+            check_meta(seal(meta), step_dir=step_dir, verify=verify)
+        for w in words:
+            assert w in str(e.value), f"{lie}: {w!r} not in {e.value}"
+
+
+def test_every_single_bit_flip_of_a_multi_process_meta_is_caught_or_harmless(saved):
+    import random
+
+    from jaxnets.checkpoint.meta import check_meta, read_meta
+    from jaxnets.errors import CheckpointError
+
+    step_dir = str(saved / "sync" / "1")
+    meta = read_meta(step_dir)
+    text = json.dumps(meta).encode()
+    rnd = random.Random(2)
+    for pos in range(0, len(text), 3):  # every third byte, one seeded bit each
+        damaged = bytearray(text)
+        damaged[pos] ^= 1 << rnd.randrange(8)
+        try:
+            parsed = json.loads(bytes(damaged))
+        except ValueError:
+            continue  # read_meta turns this into a CheckpointError
+        try:
+            check_meta(parsed, step_dir=step_dir)
+        except CheckpointError:
+            continue
+        assert parsed == meta, f"byte {pos}: a changed meta passed the checks"
