@@ -30,7 +30,8 @@ job on 127.0.0.1 (2 CPU devices per process, gloo; the test suite's launcher,
 row-sharded over the 4 devices, half replicated; ``--leaves``), synchronously, with the default
 packing (each process packs the pieces it owns into its row of one buffer per dtype; replicated
 leaves written once) against ``group_below=0`` (every leaf an orbax array). Restores are onto the
-saving shardings (``like=``), checksums verified. Reported: process 0's medians, interleaved.
+saving shardings (``like=``), checksums verified. Reported: process 0's medians, interleaved;
+and, for reference, the packed save and restore of the same tree by one process with 4 devices.
 
 Run: ``python bench/checkpoints.py [--scale 1.0] [--repeat 5] [--processes 2] [--leaves 2000]``.
 """
@@ -244,7 +245,7 @@ def _multi_process(processes: int, leaves: int, repeat: int) -> dict[str, float]
     root = Path(tempfile.mkdtemp(prefix="jaxnets-bench-mp-"))
     try:
         script = _MULTI.replace("int(sys.argv[6]), int(sys.argv[7])", f"{leaves}, {repeat}")
-        outs = run_job(script, root, processes=processes, timeout=600)
+        outs = run_job(script, root, processes=processes, devices=max(1, 4 // processes), timeout=600)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     line = next(x for x in outs[0].splitlines() if x.startswith("TIMES "))
@@ -252,13 +253,15 @@ def _multi_process(processes: int, leaves: int, repeat: int) -> dict[str, float]
 
 
 def _print_multi(processes: int, leaves: int, repeat: int) -> None:
+    one = _multi_process(1, leaves, repeat)  # the same tree on 4 devices of one process
     t = _multi_process(processes, leaves, repeat)
-    print(f"\n{processes} processes x 2 CPU devices, {leaves} leaves of 4 KiB (half row-sharded, half "
-          f"replicated), sync save / restore onto the saving shardings, medians of {repeat}:")
-    print(f"{'':<10} {'packed s':>10} {'group_below=0 s':>16} {'ratio':>8}")
+    print(f"\n{leaves} leaves of 4 KiB (half row-sharded over 4 CPU devices, half replicated), sync "
+          f"save / restore onto the saving shardings, medians of {repeat}; {processes} processes x "
+          f"{4 // processes} devices, and 1 process x 4 devices for reference:")
+    print(f"{'':<10} {'packed s':>10} {'group_below=0 s':>16} {'ratio':>8} {'1 process, packed s':>20}")
     for op in ("save", "restore"):
         a, b = t[f"packed {op}"], t[f"group_below=0 {op}"]
-        print(f"{op:<10} {a:>10.3f} {b:>16.3f} {b / a:>7.1f}x")
+        print(f"{op:<10} {a:>10.3f} {b:>16.3f} {b / a:>7.1f}x {one[f'packed {op}']:>20.3f}")
 
 
 def main(argv: list[str] | None = None) -> None:
