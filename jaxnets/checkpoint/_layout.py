@@ -19,6 +19,10 @@ copied). :func:`finish` runs in the background: packing, checksums, the JSON.
 
 Typed PRNG keys are stored as their ``key_data`` (uint32) with the impl name, and rebuilt with
 ``jax.random.wrap_key_data``; Python scalars are stored in the JSON, so their type survives.
+
+In a multi-process job, global arrays and per-process values go where
+:mod:`jaxnets.checkpoint._spread` says (rows per process, blocks hashed by their owners), and a
+step is format 3; everything else is as above.
 """
 
 from __future__ import annotations
@@ -116,7 +120,8 @@ class Snapshot:
     Attributes:
       plan: the layout.
       data: per leaf (in ``plan.keys`` order): a host numpy array, a jax array on device for
-        ``plan.on_device`` leaves, or the Python value of a ``py`` leaf.
+        ``plan.on_device`` leaves, the host copies of the blocks this process owns of a small
+        global leaf (several processes), or the Python value of a ``py`` leaf.
     """
 
     plan: Plan

@@ -67,11 +67,16 @@ def open_manager(
         multiprocessing_options=multi,
     )
     try:
-        return ocp.CheckpointManager(
+        mgr = ocp.CheckpointManager(
             directory,
             options=options,
             item_handlers={ARRAYS: _arrays_handler(ocp), META: ocp.JsonCheckpointHandler()},
         )
+        # orbax deletes the half-written steps of a killed save in a background thread, and
+        # waits for it only in its own save; reads here bypass that (see the module docstring),
+        # so wait now: the directory is clean once it is open (docs/checkpoints.md, "Crashes").
+        getattr(mgr, "_maybe_await_cleanup_tmp_directory", lambda: None)()
+        return mgr
     except Exception as e:  # orbax/etils raise assorted errors on an unusable directory
         raise CheckpointError(
             f"{directory}: cannot open a checkpoint directory here: {e}", file=directory

@@ -120,12 +120,14 @@ class CheckpointManager:
       sync_timeout: in a multi-process job, how long (seconds) a process waits for the others
         in each agreement before it raises (docs/checkpoints.md, "Checkpoints on several
         hosts"). Opening a manager is itself collective: every process opens the same
-        directory, in the same order as its other managers.
+        directory with the same options (as many times).
 
     Raises:
       TypeError, ValueError: an option of the wrong type or value (the message says what is
         accepted).
-      CheckpointError: the directory cannot be used.
+      CheckpointError: the directory cannot be used; several processes: they open different
+        directories or options, one does not within ``sync_timeout``, or one does not see
+        the directory process 0 created (it must be shared).
     """
 
     def __init__(
@@ -203,7 +205,7 @@ class CheckpointManager:
                 raise CheckpointError(
                     f"{self.directory}: process 0 created this directory, but process "
                     f"{procs.index} does not see it: a multi-process checkpoint needs a "
-                    "directory every process shares (a network filesystem, a bucket).",
+                    "directory every process shares (a network filesystem, a mounted bucket).",
                     file=self.directory,
                 )
             mgr = _orbax.open_manager(self.directory, **options, processes=procs.count)

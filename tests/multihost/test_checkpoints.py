@@ -42,6 +42,8 @@ EXPECTED = {
     "opt_state.grid": full((4, 4), 5), "opt_state.bigrep": full((32, 16), 6),
     "opt_state.np": np.arange(6), "opt_state.count": np.zeros((), np.int32),
     "opt_state.keys": np.asarray(jax.random.key_data(jax.random.split(jax.random.key(7), 4))),
+    "opt_state.bigkeys": np.asarray(jax.random.key_data(jax.random.split(jax.random.key(8), 256))),
+    "opt_state.empty": np.zeros((0, 4), np.float32),
 }
 
 def check(flat, pid=None, *, rng=True):
@@ -49,6 +51,7 @@ def check(flat, pid=None, *, rng=True):
     for k, want in EXPECTED.items():
         x = flat[k]
         if k.endswith("keys"):
+            assert jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key), k
             x = jax.random.key_data(x)
         if isinstance(x, jax.Array):
             for s in x.addressable_shards:
@@ -75,6 +78,7 @@ params = {"weight": glob("params.weight", rows), "bias": glob("params.bias", rep
 keys = jax.random.wrap_key_data(glob("opt_state.keys", rows))
 opt_state = {
     "mu": glob("opt_state.mu", rows), "col": glob("opt_state.col", cols),
+    "bigkeys": jax.random.wrap_key_data(glob("opt_state.bigkeys", rows)), "empty": glob("opt_state.empty", rows),
     "grid": glob("opt_state.grid", NamedSharding(grid, P("p", "d"))),
     "bigrep": glob("opt_state.bigrep", rep), "keys": keys,
     "np": np.arange(6), "count": jnp.zeros((), jnp.int32), "n": 3,
@@ -160,7 +164,11 @@ def test_small_global_arrays_are_packed_per_process_and_replicated_ones_stored_o
     assert set(meta["pgroups"]) == {"float32", "uint32"}
     stored = json.loads((saved / "sync" / "1" / "arrays" / "_METADATA").read_text())
     names = {entry.split("'")[1] for entry in stored["tree_metadata"]}
-    assert names == {"__group__.int64", "__group__.int32", "__pgroup__.float32", "__pgroup__.uint32", "opt_state.mu", "opt_state.bigrep"}
+    assert len(leaves["opt_state.bigkeys"]["shards"]) == 4 and len(leaves["opt_state.empty"]["pieces"]) == 1
+    assert names == {
+        "__group__.int64", "__group__.int32", "__pgroup__.float32", "__pgroup__.uint32",
+        "opt_state.mu", "opt_state.bigrep", "opt_state.bigkeys",
+    }  # fmt: skip
 
 
 SINGLE = TREE + """
@@ -172,7 +180,8 @@ placement = {} if len(jax.devices()) == 1 else {"sharding": lambda k, i: NamedSh
 template = {
     "params": {"weight": EXPECTED["params.weight"], "bias": EXPECTED["params.bias"]},
     "opt_state": {k.split(".", 1)[1]: v for k, v in EXPECTED.items() if k.startswith("opt_state.")}
-    | {"keys": jax.random.wrap_key_data(EXPECTED["opt_state.keys"]), "n": 3},
+    | {"keys": jax.random.wrap_key_data(EXPECTED["opt_state.keys"]),
+       "bigkeys": jax.random.wrap_key_data(EXPECTED["opt_state.bigkeys"]), "n": 3},
 }
 for name in ("sync", "async"):
     mgr = jaxnets.CheckpointManager(os.path.join(DIR, name))
