@@ -231,7 +231,11 @@ def case(name, fn):
         results[name] = f"{type(e).__name__} {time.monotonic() - t:.1f}s: {msg}"
 
 case("step", lambda m: m.save(1 + PID, params={"w": w}))
-case("values", lambda m: m.save(1, params={"w": w, "b": np.full(3, PID)}))
+# The silent loss of issue 12: process-local values that differ (a numpy array, a key folded
+# with the process index, a jax array on this process's device), saved without per_process=.
+local = {"b": np.full(3, PID), "k": jax.random.fold_in(jax.random.key(0), PID), "c": jnp.full(2, PID)}
+case("values", lambda m: m.save(1, params={"w": w, **local, "same": np.arange(3)}))
+case("per_process", lambda m: m.save(1, params={"w": w, **local}, per_process=("params.b", "params.k", "params.c")))
 case("metrics", lambda m: m.save(1, params={"w": w}, metrics={"loss": float(PID)}))
 case("structure", lambda m: m.save(1, params={"w": w, **({"extra": np.zeros(2)} if PID else {})}))
 case("placement", lambda m: m.restore(0, sharding=rows if PID == 0 else rep))
@@ -253,7 +257,8 @@ def mismatches(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, str]]
     ("case", "both"),
     [
         ("step", r"CheckpointError .*disagree.*step: process 0: 1, process 1: 2"),
-        ("values", r"CheckpointError .*values: differs at params\.b.*per_process="),
+        ("values", r"CheckpointError .*values: differs at params\.b, params\.c, params\.k \|.*per_process="),
+        ("per_process", r"no error"),
         ("metrics", r"CheckpointError .*metadata: differs at metrics.*averaged over the processes"),
         ("structure", r"CheckpointError .*layout: differs at params\.extra"),
         ("placement", r"CheckpointError .*placement: differs at params\.w.*must be the same on each"),
@@ -449,3 +454,51 @@ def test_every_single_bit_flip_of_a_multi_process_meta_is_caught_or_harmless(sav
         except CheckpointError:
             continue
         assert parsed == meta, f"byte {pos}: a changed meta passed the checks"
+
+
+def test_a_single_process_step_restores_across_two_processes_each_reading_its_shards(tmp_path):
+    # The other way round: a step saved by one process (format 2: one checksum per array) is
+    # restored sharded over 2 processes; no process holds a whole array, so each array's
+    # checksum is checked by one process reading it again.
+    run_single(
+        TREE
+        + f"""
+import shutil
+mgr = jaxnets.CheckpointManager({str(tmp_path / "one")!r}, async_save=False, group_below=1024)
+params = {{k.split(".", 1)[1]: jnp.asarray(v) for k, v in EXPECTED.items() if k.startswith("params.")}}
+mgr.save(1, params=params, opt_state={{"mu": jnp.asarray(EXPECTED["opt_state.mu"]), "bigrep": jnp.asarray(EXPECTED["opt_state.bigrep"])}})
+mgr.save(2, params=params, opt_state={{"mu": jnp.asarray(EXPECTED["opt_state.mu"]) + 1, "bigrep": jnp.asarray(EXPECTED["opt_state.bigrep"])}})
+mgr.close()
+# Step 2's arrays (they decode fine) under step 1's metadata: only the checksum can tell.
+shutil.copytree({str(tmp_path / "one")!r}, {str(tmp_path / "swapped")!r})
+shutil.rmtree({str(tmp_path / "swapped" / "1" / "arrays")!r})
+shutil.copytree({str(tmp_path / "one" / "2" / "arrays")!r}, {str(tmp_path / "swapped" / "1" / "arrays")!r})
+"""
+    )
+    outs = run_job(
+        TREE
+        + """
+mesh = Mesh(np.array(jax.devices()), ("x",))
+rows, cols = NamedSharding(mesh, P("x")), NamedSharding(mesh, P(None, "x"))
+mgr = jaxnets.CheckpointManager(os.path.join(OUT, "one"))
+for how, s in (("default", None), ("rows", rows), ("cols", cols)):
+    fit = None if s is None else (lambda k, i, s=s: s if len(i.shape) == 2 and i.shape[s.spec.index("x")] % 4 == 0 else None)
+    c = mgr.restore(1, sharding=fit)
+    for k, x in {"params.weight": c.params["weight"], "opt_state.mu": c.opt_state["mu"], "opt_state.bigrep": c.opt_state["bigrep"]}.items():
+        assert (s is None) == x.is_fully_addressable, (how, k)
+        for sh in x.addressable_shards:
+            assert np.asarray(sh.data).tobytes() == EXPECTED[k][sh.index].tobytes(), (how, k)
+    print("RESTORED", how, flush=True)
+    try:
+        jaxnets.CheckpointManager(os.path.join(OUT, "swapped")).restore(1, sharding=fit)
+        print("SWAPPED", how, "not caught", flush=True)
+    except CheckpointError as e:
+        print("SWAPPED", how, "caught", "opt_state.mu" in str(e), "(read again)" in str(e), flush=True)
+""",
+        tmp_path,
+    )
+    for out in outs:
+        assert "RESTORED default" in out and "RESTORED rows" in out and "RESTORED cols" in out
+        # Held whole by each process (default): checked there; split (rows, cols): read again.
+        assert "SWAPPED default caught True False" in out
+        assert "SWAPPED rows caught True True" in out and "SWAPPED cols caught True True" in out
