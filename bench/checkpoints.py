@@ -24,7 +24,16 @@ repetition. Reported: medians (the verify rows: best of the repetitions), and th
   restore (<= 15%); and the checksum work alone (the metadata's and every array's, on arrays
   already read) as a share of the restore, the same figure without the noise of two restores.
 
-Run: ``python bench/checkpoints.py [--scale 1.0] [--repeat 5]``.
+Multi-process (``--processes 2``, also part of the default run): a 2-process ``jax.distributed``
+job on 127.0.0.1 (2 CPU devices per process, gloo; the test suite's launcher,
+``tests/multihost/_multihost.py``) saves and restores 2,000 small leaves of global arrays (half
+row-sharded over the 4 devices, half replicated; ``--leaves``), synchronously, with the default
+packing (each process packs the pieces it owns into its row of one buffer per dtype; replicated
+leaves written once) against ``group_below=0`` (every leaf an orbax array). Restores are onto the
+saving shardings (``like=``), checksums verified. Reported: process 0's medians, interleaved;
+and, for reference, the packed save and restore of the same tree by one process with 4 devices.
+
+Run: ``python bench/checkpoints.py [--scale 1.0] [--repeat 5] [--processes 2] [--leaves 2000]``.
 """
 
 from __future__ import annotations
@@ -194,11 +203,78 @@ def _bench_case(
     ]
 
 
+_MULTI = """
+import json, statistics, time
+import numpy as np
+import jaxnets
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+N, REPEAT = int(sys.argv[6]), int(sys.argv[7])
+mesh = Mesh(np.array(jax.devices()), ("x",))
+rows, rep = NamedSharding(mesh, P("x")), NamedSharding(mesh, P())
+data = np.random.default_rng(0).standard_normal((N, 1024), dtype=np.float32)  # 4 KiB a leaf
+params = {f"layer{i}": {"w": jax.make_array_from_callback((1024,), rows if i % 2 else rep, lambda ix, i=i: data[i][ix])}
+          for i in range(N)}
+jax.block_until_ready(params)
+mgrs = {name: jaxnets.CheckpointManager(os.path.join(OUT, name), async_save=False, group_below=g)
+        for name, g in (("packed", 1 << 20), ("group_below=0", 0))}
+times = {f"{name} {op}": [] for name in mgrs for op in ("save", "restore")}
+for name, mgr in mgrs.items():  # warm-up: plans, compilations
+    mgr.save(0, params=params)
+    jax.block_until_ready(mgr.restore(0, like={"params": params}).params)
+for r in range(1, REPEAT + 1):
+    for name, mgr in mgrs.items():
+        t = time.perf_counter()
+        mgr.save(r, params=params)
+        times[f"{name} save"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        c = mgr.restore(r, like={"params": params})
+        jax.block_until_ready(c.params)
+        times[f"{name} restore"].append(time.perf_counter() - t)
+if PID == 0:
+    print("TIMES " + json.dumps({k: statistics.median(v) for k, v in times.items()}), flush=True)
+"""
+
+
+def _multi_process(processes: int, leaves: int, repeat: int) -> dict[str, float]:
+    """Medians (process 0's) of the multi-process case (see the module docstring)."""
+    import json
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "multihost"))
+    from _multihost import run_job  # the test suite's bounded launcher
+
+    root = Path(tempfile.mkdtemp(prefix="jaxnets-bench-mp-"))
+    try:
+        script = _MULTI.replace("int(sys.argv[6]), int(sys.argv[7])", f"{leaves}, {repeat}")
+        outs = run_job(script, root, processes=processes, devices=max(1, 4 // processes), timeout=600)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    line = next(x for x in outs[0].splitlines() if x.startswith("TIMES "))
+    return dict(json.loads(line[len("TIMES ") :]))
+
+
+def _print_multi(processes: int, leaves: int, repeat: int) -> None:
+    one = _multi_process(1, leaves, repeat)  # the same tree on 4 devices of one process
+    t = _multi_process(processes, leaves, repeat)
+    print(f"\n{leaves} leaves of 4 KiB (half row-sharded over 4 CPU devices, half replicated), sync "
+          f"save / restore onto the saving shardings, medians of {repeat}; {processes} processes x "
+          f"{4 // processes} devices, and 1 process x 4 devices for reference:")
+    print(f"{'':<10} {'packed s':>10} {'group_below=0 s':>16} {'ratio':>8} {'1 process, packed s':>20}")
+    for op in ("save", "restore"):
+        a, b = t[f"packed {op}"], t[f"group_below=0 {op}"]
+        print(f"{op:<10} {a:>10.3f} {b:>16.3f} {b / a:>7.1f}x {one[f'packed {op}']:>20.3f}")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", type=float, default=1.0, help="multiply the tree sizes")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--processes", type=int, default=0,
+                    help="run only the multi-process case, with this many processes")
+    ap.add_argument("--leaves", type=int, default=2000, help="leaves of the multi-process case")
     args = ap.parse_args(argv)
+    if args.processes:
+        _print_multi(args.processes, args.leaves, args.repeat)
+        return
     mib = 1 << 20
     cases = [
         ("16 leaves x 256 MiB", lambda: {"params": _tree(16, int(256 * mib * args.scale))}, True),
@@ -243,6 +319,7 @@ def main(argv: list[str] | None = None) -> None:
         "ratio: orbax time / jaxnets time (higher is better). 'X / Y' rows: seconds of Y, "
         "seconds of X, X as a share of Y (goals: stall <= 10%, verify cost <= 15%)."
     )
+    _print_multi(2, args.leaves, min(args.repeat, 3))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,15 @@ import numpy as np
 
 from jaxnets.checkpoint.meta import FIELDS
 
-__all__ = ["bool_option", "int_option", "like_fields", "metrics_arg", "step_arg"]
+__all__ = [
+    "bool_option",
+    "int_option",
+    "like_fields",
+    "metrics_arg",
+    "per_process_arg",
+    "step_arg",
+    "timeout_option",
+]
 
 
 def int_option(name: str, v: Any, minimum: int, *, none: bool = False) -> Any:
@@ -27,6 +35,26 @@ def int_option(name: str, v: Any, minimum: int, *, none: bool = False) -> Any:
     if v < minimum:
         raise ValueError(f"{name} must be >= {minimum}{' or None' if none else ''}, got {v}.")
     return int(v)
+
+
+def timeout_option(name: str, v: Any) -> float:
+    """``v`` as a number of seconds > 0."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number of seconds > 0, got {type(v).__name__} {v!r}.")
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a finite number of seconds > 0, got {v!r}.")
+    return float(v)
+
+
+def per_process_arg(v: Any) -> tuple[str, ...]:
+    """``save(per_process=...)`` as a tuple of key prefixes (a str is one prefix)."""
+    items = (v,) if isinstance(v, str) else v
+    if not isinstance(items, (tuple, list)) or not all(isinstance(p, str) and p for p in items):
+        raise TypeError(
+            "save(per_process=...) takes a key prefix or a tuple of them (e.g. 'rng' or "
+            f"('rng', 'state.counter')), got {v!r}."
+        )
+    return tuple(items)
 
 
 def bool_option(name: str, v: Any) -> None:

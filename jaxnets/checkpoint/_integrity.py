@@ -10,7 +10,7 @@ canonical JSON form, so that one changed bit anywhere in what a restore returns 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,6 +18,7 @@ import jax
 import numpy as np
 import xxhash
 
+from jaxnets.checkpoint import _pieces
 from jaxnets.checkpoint.meta import ArraySpec, describe, step_label
 from jaxnets.core.structure import dtype_name
 from jaxnets.errors import CheckpointError
@@ -83,58 +84,135 @@ def check_arrays(specs: Mapping[str, ArraySpec], arrays: Mapping[str, Any], *, s
         )
 
 
-def _host(name: str, x: Any, step_dir: str) -> np.ndarray:
-    if isinstance(x, np.ndarray):
-        return x
-    if not x.is_fully_addressable:
-        raise CheckpointError(
-            f"{step_label(step_dir)}: {name} is restored across processes, so this process cannot "
-            "check its checksum (it holds only some shards); restore with verify=False "
-            "(multi-process verification is not implemented yet).",
-            path=name,
-            file=step_dir,
-        )
-    return np.asarray(x)  # CPU: a view of the restored buffer; accelerators: the host copy
+def _label(name: str, index: _pieces.Index) -> str:
+    return f"{name}[{', '.join(f'{a}:{b}' for a, b in index)}]"
+
+
+def _blocks(
+    name: str, spec: ArraySpec, x: Any
+) -> tuple[list[tuple[str, str]], list[tuple[str, _pieces.Index, str]]]:
+    """Checks the stored blocks of ``name`` that this process holds whole in ``x`` (the restored
+    array, not fully addressable here, or saved by several processes).
+
+    Returns:
+      ``(bad, unheld)``: the blocks that differ (name, label), and those no process holds whole
+      under the restored sharding (name, index, checksum), which must be read again to be checked.
+    """
+    if spec.shards is not None:
+        extra = x.ndim - len(spec.shards[0][0]) if spec.shards else 0  # PRNG key data: +1 dim
+        tail = tuple((0, n) for n in x.shape[x.ndim - extra :])
+        stored = [(index + tail, h) for index, h in spec.shards]
+    else:  # saved whole by one process
+        assert spec.xxh3 is not None
+        stored = [(tuple((0, n) for n in x.shape), spec.xxh3)]
+    bad: list[tuple[str, str]] = []
+    unheld: list[tuple[str, _pieces.Index, str]] = []
+    by_process = None
+    for index, h in stored:
+        piece = x[_pieces.slices(index)] if isinstance(x, np.ndarray) else _pieces.extract(x, index)
+        if piece is not None:
+            if array_checksum(piece) != h:
+                bad.append((name, _label(name, index)))
+            continue
+        if by_process is None:  # which process holds what, under the restored sharding
+            by_process = _pieces.held(x.sharding, tuple(x.shape))
+        if not any(_pieces.covers(blocks, index) for blocks in by_process.values()):
+            unheld.append((name, index, h))
+    return bad, unheld
+
+
+Reread = Callable[[Mapping[str, list[tuple[slice, ...]]]], Mapping[str, tuple[np.ndarray, ...]]]
 
 
 def verify_checksums(
-    specs: Mapping[str, ArraySpec], arrays: Mapping[str, Any], *, step_dir: str
+    specs: Mapping[str, ArraySpec],
+    arrays: Mapping[str, Any],
+    *,
+    step_dir: str,
+    reread: Reread | None = None,
 ) -> None:
-    """Checks every restored array against the checksum the metadata stores for it.
+    """Checks every restored array against the checksums the metadata stores for it.
+
+    An array stored whole (one checksum) and held whole here is hashed whole; a per-process
+    group row by row; any other array block by block (an array saved by several processes has
+    a checksum per distinct block, one saved whole is one block): each process checks every
+    stored block it holds whole under the restored sharding (the others hold and check the
+    rest). A block that no process holds whole (a restore sharding that cuts across the saved
+    blocks, e.g. a replicated array restored sharded) is read again from disk in its saved
+    layout by one process (round-robin over the processes) and checked there.
 
     Args:
       specs: the expected entries (:func:`array_specs`), shapes and dtypes already checked
         (:func:`check_arrays`).
       arrays: what orbax returned (numpy arrays or jax arrays).
       step_dir: the step directory (named in errors, with the step).
+      reread: ``reread({name: [index, ...]})`` reads stored blocks again (host arrays); without
+        it, a block no process holds is an error.
 
     Raises:
       CheckpointError: an entry has no checksum, or its bytes differ from what was saved; names
-        the step and the key (or the packed group and its leaves).
+        the step and the key (or the packed group and its leaves, or the block).
     """
     where = step_label(step_dir)
-    for name in specs:
-        x = arrays[name]
-        if isinstance(x, jax.Array) and any(d.platform != "cpu" for d in x.devices()):
-            x.copy_to_host_async()  # accelerators: start every transfer before waiting on one
-    host = {name: _host(name, arrays[name], step_dir) for name in specs}
-    missing = [n for n, s in specs.items() if s.xxh3 is None]
+    missing = [n for n, s in specs.items() if s.xxh3 is None and s.rows is None and s.shards is None]
     if missing:
         raise CheckpointError(
             f"{where}: no checksum is stored for {describe(missing[0], specs[missing[0]])} (a "
-            "checkpoint written by jaxnets 0.1, or an array saved from several processes); "
-            "restore with verify=False to read it unchecked.",
+            "checkpoint written by jaxnets 0.1, or an array saved by several processes with "
+            "jaxnets 0.2); restore with verify=False to read it unchecked.",
             path=missing[0],
             file=step_dir,
         )
-    got = checksums(host)
-    bad = [n for n, s in specs.items() if got[n] != s.xxh3]
+
+    def held_here(name: str) -> bool:
+        x = arrays[name]
+        return isinstance(x, np.ndarray) or x.is_fully_addressable
+
+    whole = [n for n, s in specs.items() if s.xxh3 is not None and held_here(n)]
+    for name in whole:
+        x = arrays[name]
+        if isinstance(x, jax.Array) and any(d.platform != "cpu" for d in x.devices()):
+            x.copy_to_host_async()  # accelerators: start every transfer before waiting on one
+    got = checksums({name: np.asarray(arrays[name]) for name in whole})
+    bad = [(n, describe(n, specs[n])) for n in whole if got[n] != specs[n].xxh3]
+    unheld: list[tuple[str, _pieces.Index, str]] = []
+    for name, spec in specs.items():
+        if spec.rows is not None:
+            rows = np.asarray(arrays[name])
+            bad += [
+                (name, f"{describe(name, spec)}, row {p}")
+                for p, h in enumerate(spec.rows)
+                if array_checksum(rows[p]) != h
+            ]
+        elif name not in whole:
+            b, u = _blocks(name, spec, arrays[name])
+            bad += b
+            unheld += u
+    mine = unheld[jax.process_index() :: jax.process_count()]
+    if mine and reread is None:
+        raise CheckpointError(
+            f"{where}: cannot check {', '.join(_label(n, i) for n, i, _ in mine[:5])}: no process "
+            "holds it whole under this sharding. Restore with verify=False, or with a sharding "
+            "under which each saved block lies on one process.",
+            path=mine[0][0],
+            file=step_dir,
+        )
+    if mine and reread is not None:
+        wanted: dict[str, list[tuple[slice, ...]]] = {}
+        for name, index, _ in mine:
+            wanted.setdefault(name, []).append(_pieces.slices(index))
+        data = reread(wanted)
+        taken: dict[str, int] = {}
+        for name, index, h in mine:
+            i = taken[name] = taken.get(name, -1) + 1
+            if array_checksum(data[name][i]) != h:
+                bad.append((name, _label(name, index) + " (read again)"))
     if bad:
-        shown = "; ".join(describe(n, specs[n]) for n in bad[:5])
+        shown = "; ".join(label for _, label in bad[:5])
         raise CheckpointError(
             f"{where}: {len(bad)} stored array(s) do not match their checksums: {shown}. The data "
             "on disk changed after it was written (bit rot, a partial copy, an edit). Restore "
             "another step, or restore(..., verify=False) to read the damaged values anyway.",
-            path=bad[0],
+            path=bad[0][0],
             file=step_dir,
         )

@@ -19,6 +19,10 @@ copied). :func:`finish` runs in the background: packing, checksums, the JSON.
 
 Typed PRNG keys are stored as their ``key_data`` (uint32) with the impl name, and rebuilt with
 ``jax.random.wrap_key_data``; Python scalars are stored in the JSON, so their type survives.
+
+In a multi-process job, global arrays and per-process values go where
+:mod:`jaxnets.checkpoint._spread` says (rows per process, blocks hashed by their owners), and a
+step is format 3; everything else is as above.
 """
 
 from __future__ import annotations
@@ -35,13 +39,23 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.checkpoint._integrity import checksums
-from jaxnets.checkpoint.meta import FORMAT, GROUP_PREFIX, VERSION, key_size, seal
+from jaxnets.checkpoint import _spread
+from jaxnets.checkpoint._integrity import array_checksum, checksums
+from jaxnets.checkpoint._processes import Processes
+from jaxnets.checkpoint._spread import Spread
+from jaxnets.checkpoint.meta import (
+    FORMAT,
+    GROUP_PREFIX,
+    PGROUP_PREFIX,
+    json_checksum,
+    key_size,
+    seal,
+)
 from jaxnets.core.placement import Placer
 from jaxnets.core.structure import LeafInfo, dtype_name, leaf_info
 from jaxnets.core.tree import flatten, map_with_keys, tree_spec
 
-__all__ = ["Plan", "Snapshot", "check_json", "finish", "make_plan", "snapshot", "unpack"]
+__all__ = ["Plan", "Snapshot", "check_json", "finish", "local_hashes", "make_plan", "snapshot", "unpack"]
 
 # Per-dtype caches: these numpy/jax dtype queries cost ~50us each, a lot on 2,000 leaves.
 _name = functools.lru_cache(maxsize=None)(dtype_name)
@@ -89,11 +103,14 @@ class Plan:
     kinds: tuple[str, ...]
     grouped: dict[str, list[int]]  # group dtype -> leaf indices packed into that buffer
     single: list[int]  # leaf indices orbax stores on their own
-    on_device: list[int]  # single leaves not fully addressable here (multi-process): kept on device
+    on_device: list[int]  # large global leaves (several processes): copied on the devices
     accelerated: list[int]  # jax/key leaves on an accelerator: their host copies start first
     exported: list[int]  # single-device CPU jax leaves in a buffer-protocol dtype (cheapest pin)
     py: list[int]  # Python scalars, stored in the JSON
     meta: dict[str, Any]  # the JSON, py values from the save that made the plan
+    per_process: tuple[str, ...] = ()  # save(per_process=...) the plan was made for
+    spread: Spread | None = None  # several processes: rows, pieces, per-process leaves
+    fingerprint: str = ""  # hash of the layout (keys, kinds, shapes, dtypes, where each goes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +120,8 @@ class Snapshot:
     Attributes:
       plan: the layout.
       data: per leaf (in ``plan.keys`` order): a host numpy array, a jax array on device for
-        ``plan.on_device`` leaves, or the Python value of a ``py`` leaf.
+        ``plan.on_device`` leaves, the host copies of the blocks this process owns of a small
+        global leaf (several processes), or the Python value of a ``py`` leaf.
     """
 
     plan: Plan
@@ -132,14 +150,35 @@ def _on_accelerator(x: jax.Array) -> bool:
     return any(d.platform != "cpu" for d in x.devices())
 
 
-def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def make_plan(
+    record: Mapping[str, Any], *, group_below: int, per_process: tuple[str, ...] = ()
+) -> Plan:
     """Works out where every leaf of ``record`` goes (see :func:`snapshot`).
+
+    Args:
+      record: the four trees.
+      group_below: arrays smaller than this many bytes are packed.
+      per_process: key prefixes (``"rng"``, ``"state.counter"``) of leaves stored per process
+        in a multi-process job (:mod:`jaxnets.checkpoint._spread`); each must name a leaf.
 
     Raises:
       TypeError: a leaf is of a type that cannot be checkpointed (names its key).
+      ValueError: ``per_process`` names no leaf, a global array or a Python scalar.
     """
     flat = flatten(dict(record))
     single_process = jax.process_count() == 1
+    unknown = [p for p in per_process if not any(_under(k, (p,)) for k in flat)]
+    if unknown:
+        raise ValueError(
+            f"save(per_process=...): {', '.join(map(repr, unknown))} names no saved leaf; give "
+            "key prefixes of what is saved (e.g. 'rng', 'state.counter')."
+        )
+    mine: set[str] = set()  # per-process leaves
+    glob: set[str] = set()  # arrays spread over several processes
     leaves: dict[str, dict[str, Any]] = {}
     small: dict[str, list[str]] = {}
     sizes: dict[str, int] = {}
@@ -150,6 +189,20 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
     exported: set[str] = set()
     for key, leaf in flat.items():
         kind = kinds[key] = _kind(key, leaf)
+        if not single_process and _under(key, per_process):
+            if kind == "py":
+                raise ValueError(
+                    f"{key}: a Python scalar cannot be saved per process (it is stored in the "
+                    f"metadata, once); make it a numpy array (np.asarray({key.rsplit('.', 1)[-1]})) "
+                    "or leave it out of per_process=."
+                )
+            if kind in ("jax", "key") and not leaf.is_fully_addressable:
+                raise ValueError(
+                    f"{key}: per_process= names a global array (spread over several processes' "
+                    "devices): it has one value, stored once. Name only process-local values "
+                    "(numpy arrays, PRNG keys and jax arrays on this process's devices)."
+                )
+            mine.add(key)
         if kind == "py":
             entry: dict[str, Any] = {"kind": kind, "shape": [], "dtype": leaf_info(leaf).dtype}
             _py_entry(entry, leaf)
@@ -162,14 +215,21 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
         if kind == "key":
             entry["impl"] = str(jax.random.key_impl(leaf))
             sizes[key] *= key_size(entry["impl"])
+        small_enough = sizes[key] * data_dtype.itemsize < group_below
         # With one process every array is addressable (checking costs ~50us a leaf).
         if kind in ("jax", "key") and not single_process and not leaf.is_fully_addressable:
-            on_device.add(key)
-        elif kind in ("jax", "key") and _on_accelerator(leaf):
+            glob.add(key)  # packed as pieces in rows when small, else by orbax: _spread
+            if not small_enough:
+                on_device.add(key)
+                alone.append(key)
+            continue
+        if kind in ("jax", "key") and _on_accelerator(leaf):
             accelerated.add(key)
         elif kind == "jax" and data_dtype in _BUFFER_DTYPES and len(leaf.devices()) == 1:
             exported.add(key)  # (the buffer protocol is for single-device arrays only)
-        if sizes[key] * data_dtype.itemsize < group_below and key not in on_device:
+        if key in mine:
+            continue  # in this process's row: _spread
+        if small_enough:
             small.setdefault(_name(data_dtype), []).append(key)
         else:
             alone.append(key)
@@ -182,12 +242,11 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
         groups[dt] = offset
     meta = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": 2,  # format 3 only where it is needed, so that jaxnets 0.2 reads the rest
         "spec": tree_spec(dict(record)),
         "leaves": leaves,
         "groups": groups,  # lengths; finish() adds the checksums
     }
-    meta = check_json(meta, "the checkpoint structure")
     jax_leaves, sig = _signature(record)
     # The keys in jax's leaf order: the same tree with each leaf replaced by its key.
     order = jax.tree_util.tree_leaves(map_with_keys(lambda k, _: k, dict(record)))
@@ -195,6 +254,19 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
         sig = None  # containers jax and jaxnets see differently: no reuse, always correct
         order = list(flat)
     index = {k: i for i, k in enumerate(order)}
+    spread = None
+    if not single_process:
+        spread, pgroups = _spread.make_spread(
+            order,
+            [flat[k] for k in order],
+            leaves,
+            packed=[index[k] for k in glob if k not in on_device],
+            alone=[index[k] for k in on_device],
+            per_process=[index[k] for k in mine],
+            once=[index[k] for k in order if k not in glob and k not in mine],
+        )
+        meta.update(version=3, processes=spread.processes, pgroups=pgroups)
+    meta = check_json(meta, "the checkpoint structure")
     return Plan(
         signature=sig,
         keys=tuple(order),
@@ -206,11 +278,32 @@ def make_plan(record: Mapping[str, Any], *, group_below: int) -> Plan:
         exported=[index[k] for k in exported],
         py=[index[k] for k in order if kinds[k] == "py"],
         meta=meta,
+        per_process=per_process,
+        spread=spread,
+        fingerprint="" if spread is None else _layout_checksum(meta),
     )
 
 
+def _layout_checksum(meta: Mapping[str, Any]) -> str:
+    """Hash of the layout: every leaf's entry but Python scalars' values (compared as values)."""
+    leaves = {k: {f: v for f, v in e.items() if f not in ("value", "float")} for k, e in meta["leaves"].items()}
+    return json_checksum({**meta, "leaves": leaves})
+
+
+def layout_of(plan: Plan) -> dict[str, str]:
+    """``{key: its entry}`` (no values), to name the keys whose layout differs across processes."""
+    return {
+        k: json_checksum({f: v for f, v in e.items() if f not in ("value", "float")})
+        for k, e in plan.meta["leaves"].items()
+    }
+
+
 def snapshot(
-    record: Mapping[str, Any], *, group_below: int, plan: Plan | None = None
+    record: Mapping[str, Any],
+    *,
+    group_below: int,
+    plan: Plan | None = None,
+    per_process: tuple[str, ...] = (),
 ) -> tuple[Snapshot, Plan]:
     """Takes every leaf's data out of the caller's reach; the part of a save that blocks.
 
@@ -223,6 +316,7 @@ def snapshot(
       record: ``{"params": ..., "state": ..., "opt_state": ..., "rng": ...}`` (values may be None).
       group_below: arrays smaller than this many bytes are packed into one buffer per dtype.
       plan: the plan of an earlier save; reused when the structure, shapes and dtypes are equal.
+      per_process: see :func:`make_plan`.
 
     Returns:
       ``(snapshot, plan)``: pass the snapshot to :func:`finish`, the plan to the next call.
@@ -232,8 +326,8 @@ def snapshot(
       ValueError: an array was deleted (e.g. donated) before ``save()``.
     """
     jax_leaves, sig = _signature(record)
-    if plan is None or plan.signature is None or plan.signature != sig:
-        plan = make_plan(record, group_below=group_below)
+    if plan is None or plan.signature is None or plan.signature != sig or plan.per_process != per_process:
+        plan = make_plan(record, group_below=group_below, per_process=per_process)
         if plan.signature is None:
             jax_leaves = list(flatten(dict(record)).values())
     kinds = plan.kinds
@@ -243,6 +337,12 @@ def snapshot(
     for i in plan.on_device:  # other processes hold the rest: a copy on the devices
         x = jax_leaves[i]
         data[i] = jax.random.key_data(x) if kinds[i] == "key" else jnp.array(x, copy=True)
+    pieced: list[int] = []  # small global leaves: this process's pieces, as host copies
+    if plan.spread is not None:
+        pieced = [i for i in plan.spread.pieces if i not in on_device]
+        for i in pieced:
+            data[i] = _spread.take_pieces(plan.spread, i, jax_leaves[i], kinds[i] == "key")
+        on_device.update(pieced)
     for i, k in enumerate(kinds):
         if k == "key" and i not in on_device:
             data[i] = jax.random.key_data(jax_leaves[i])  # a fresh uint32 array
@@ -265,6 +365,8 @@ def snapshot(
             data[i] = mv
         for i, arr in zip(host, map(np.asarray, [data[i] for i in host])):
             data[i] = arr
+        for i in pieced:
+            data[i] = [np.asarray(d) for d in data[i]]
     except (RuntimeError, BufferError) as e:  # jax: the array was deleted
         bad = next((i for i in host + exported if isinstance(data[i], jax.Array) and data[i].is_deleted()), None)
         if bad is None:
@@ -290,44 +392,92 @@ def _packed(parts: list[np.ndarray], dtype: np.dtype) -> np.ndarray:
     return out
 
 
-def finish(snap: Snapshot, fields: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+def finish(
+    snap: Snapshot,
+    fields: Mapping[str, Any],
+    *,
+    procs: Processes | None = None,
+    exchange: int = -1,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Packs, hashes and describes a snapshot: the background part of a save.
+
+    In a multi-process job every process packs and hashes what it stores, then sends its hashes
+    to process 0 (exchange ``exchange`` of ``procs``), whose metadata is the one written.
 
     Args:
       snap: from :func:`snapshot`.
       fields: the rest of the metadata (step, configs, metrics, extra), already JSON.
+      procs, exchange: the job's processes and the exchange reserved for this save (several
+        processes only).
 
     Returns:
-      ``(arrays, meta)``: the flat dict of arrays orbax saves, and the sealed metadata.
+      ``(arrays, meta)``: the flat dict of arrays orbax saves, and the sealed metadata (complete
+      on process 0 only, the one that writes it).
+
+    Raises:
+      CheckpointError: (process 0) another process failed or did not send its hashes in time.
     """
     plan, data = snap.plan, list(snap.data)
-    for i in plan.exported:
-        data[i] = np.asarray(data[i])  # the pinned buffer as an array, no copy
-    arrays: dict[str, Any] = {}
-    for dt, idxs in plan.grouped.items():
-        arrays[GROUP_PREFIX + dt] = _packed([data[i] for i in idxs], np.dtype(jnp.dtype(dt)))
-    for i in plan.single:
-        arrays[plan.keys[i]] = data[i]
-    host = {name: a for name, a in arrays.items() if isinstance(a, np.ndarray)}
-    sums = checksums(host)
+    spread = plan.spread
+    try:
+        for i in plan.exported:
+            data[i] = np.asarray(data[i])  # the pinned buffer as an array, no copy
+        arrays: dict[str, Any] = {}
+        for dt, idxs in plan.grouped.items():
+            arrays[GROUP_PREFIX + dt] = _packed([data[i] for i in idxs], np.dtype(jnp.dtype(dt)))
+        for i in plan.single:
+            arrays[plan.keys[i]] = data[i]
+        writer = spread is None or spread.index == 0  # the others' metadata is not written
+        host = {name: a for name, a in arrays.items() if isinstance(a, np.ndarray)}
+        sums = checksums(host) if writer else {}
+        payload: dict[str, Any] = {}
+        if spread is not None:
+            rows, row_sums = _spread.row_arrays(spread, data)
+            arrays.update(rows)
+            shards = {plan.keys[i]: _spread.shard_hashes(spread, i, data[i]) for i in plan.on_device}
+            payload = {"rows": row_sums, "shards": shards}
+    except BaseException as e:
+        if procs is not None and procs.multi:
+            procs.gather(exchange, "save", e)  # process 0 hears of it now, not at its timeout
+        raise
+    parts = procs.gather(exchange, "save", payload) if procs is not None and procs.multi else None
     meta = dict(plan.meta)
     leaves = meta["leaves"] = dict(meta["leaves"])
     for i in plan.single:
         k = plan.keys[i]
-        # None: on several processes, no one process can hash it (docs/checkpoints.md).
-        leaves[k] = {**leaves[k], "xxh3": sums.get(k)}
-        if plan.kinds[i] in ("jax", "key") and isinstance(data[i], np.ndarray):
+        leaves[k] = {**leaves[k], "xxh3": sums.get(k)}  # (several processes: shards, below)
+        if spread is None and plan.kinds[i] in ("jax", "key") and isinstance(data[i], np.ndarray):
             arrays[k] = _as_jax(data[i])  # orbax's chunked format for jax arrays: fast restores
     for i in plan.py:
         entry = leaves[plan.keys[i]] = dict(leaves[plan.keys[i]])
         _py_entry(entry, data[i])
     meta["groups"] = {
-        dt: {"length": n, "xxh3": sums[GROUP_PREFIX + dt]} for dt, n in plan.meta["groups"].items()
+        dt: {"length": n, "xxh3": sums.get(GROUP_PREFIX + dt)} for dt, n in plan.meta["groups"].items()
     }
+    if spread is not None:
+        meta["pgroups"] = {dt: dict(g) for dt, g in plan.meta["pgroups"].items()}
+        if parts is not None:
+            _spread.gathered_meta(spread, plan.keys, leaves, meta["pgroups"], parts)
     meta.update(fields)
     if plan.py:  # the rest was checked when the plan was made
         check_json([leaves[plan.keys[i]] for i in plan.py], "Python scalar leaves")
-    return arrays, seal(meta)
+    return arrays, seal(meta) if writer else meta
+
+
+def local_hashes(snap: Snapshot) -> dict[str, str]:
+    """``{key: hash}`` of every process-local leaf stored once (several processes: they must be
+    equal on every process, which the manager checks before anything is written)."""
+    plan = snap.plan
+    if plan.spread is None:
+        return {}
+    out = {}
+    for i in plan.spread.once:
+        x = snap.data[i]
+        if plan.kinds[i] == "py":
+            out[plan.keys[i]] = json_checksum([type(x).__name__, repr(x)])
+        else:
+            out[plan.keys[i]] = array_checksum(np.asarray(x))
+    return out
 
 
 def _as_jax(a: np.ndarray) -> Any:
@@ -354,6 +504,8 @@ def unpack(
     arrays: Mapping[str, Any],
     keys: list[str],
     place: Placer,
+    *,
+    step_dir: str = "",
 ) -> dict[str, Any]:
     """Rebuilds the leaves ``keys`` from restored orbax arrays.
 
@@ -363,26 +515,37 @@ def unpack(
         (:func:`jaxnets.checkpoint.meta.check_arrays`): individual arrays already placed by
         orbax; group buffers as numpy.
       keys: the leaves wanted.
-      place: where the jax leaves go.
+      place: where the jax leaves go (a per-process leaf always to this process's devices).
+      step_dir: named in errors.
 
     Returns:
       ``{key: leaf}``.
+
+    Raises:
+      CheckpointError: a per-process leaf, in a job of another size than the one that saved it.
     """
     out: dict[str, Any] = {}
     to_put: dict[str, np.ndarray] = {}
+    local: set[str] = set()  # per-process values: placed on this process's devices only
+    rows = {n[len(PGROUP_PREFIX) :]: a for n, a in arrays.items() if n.startswith(PGROUP_PREFIX)}
     for k in keys:
         e = meta["leaves"][k]
         kind = e["kind"]
         if kind == "py":
             out[k] = float(e["value"]) if e.get("float") else e["value"]
             continue
-        if "group" in e:
-            buf = arrays[GROUP_PREFIX + e["group"]]
-            shape = tuple(e["shape"])
-            if kind == "key":
-                shape += (key_size(e["impl"]),)
-            start = e["offset"]
-            data = np.asarray(buf[start : start + math.prod(shape)]).reshape(shape)
+        if "group" in e or "pgroup" in e:
+            if "pgroup" in e:
+                data = _spread.assemble_leaf(k, e, rows, step_dir=step_dir)
+                if "offsets" in e:
+                    local.add(k)
+            else:
+                buf = arrays[GROUP_PREFIX + e["group"]]
+                shape = tuple(e["shape"])
+                if kind == "key":
+                    shape += (key_size(e["impl"]),)
+                start = e["offset"]
+                data = np.asarray(buf[start : start + math.prod(shape)]).reshape(shape)
             if kind in ("jax", "key"):
                 to_put[k] = data
             else:
@@ -398,7 +561,7 @@ def unpack(
     if to_put:
         # One batched transfer for all the small leaves; keys are placed by their stored info.
         infos = {k: LeafInfo(tuple(meta["leaves"][k]["shape"]), meta["leaves"][k]["dtype"]) for k in to_put}
-        placed = place.put(to_put, infos=infos)
+        placed = place.put(to_put, infos=infos, local=local)
         for k, arr in placed.items():
             e = meta["leaves"][k]
             out[k] = jax.random.wrap_key_data(arr, impl=e["impl"]) if e["kind"] == "key" else arr

@@ -17,7 +17,10 @@ directory and renamed when complete). What jaxnets adds:
   (:mod:`jaxnets.checkpoint._layout`);
 * a background save blocks only while the arrays are taken out of the caller's reach, and its
   failure is raised at the next call (:mod:`jaxnets.checkpoint._background`): orbax's
-  CheckpointManager only logs it.
+  CheckpointManager only logs it;
+* in a multi-process job, every collective call is agreed on first, with a timeout
+  (:mod:`jaxnets.checkpoint._processes`), process-local values are compared or stored per
+  process, and small global arrays are packed per process (:mod:`jaxnets.checkpoint._spread`).
 
 See docs/checkpoints.md for the guide and the on-disk layout.
 """
@@ -30,21 +33,39 @@ import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from jaxnets.checkpoint import _layout, _orbax
-from jaxnets.checkpoint._args import bool_option, int_option, like_fields, metrics_arg, step_arg
+from jaxnets.checkpoint import _layout, _orbax, _reading
+from jaxnets.checkpoint._args import (
+    bool_option,
+    int_option,
+    like_fields,
+    metrics_arg,
+    per_process_arg,
+    step_arg,
+    timeout_option,
+)
 from jaxnets.checkpoint._background import Saves
 from jaxnets.checkpoint._export import write_model_file
-from jaxnets.checkpoint._integrity import check_arrays, verify_checksums
-from jaxnets.checkpoint.meta import array_specs, read_meta, stored_infos
-from jaxnets.core.placement import Device, ShardingSpec, placer
-from jaxnets.core.registry import from_config, to_config
-from jaxnets.core.structure import StructureReport, compare
-from jaxnets.core.tree import flatten, map_with_keys, tree_from_spec
-from jaxnets.errors import CheckpointError, JaxnetsError, StateDictError
+from jaxnets.checkpoint._processes import Processes
+from jaxnets.checkpoint.meta import json_checksum, read_meta
+from jaxnets.core.placement import Device, ShardingSpec
+from jaxnets.core.registry import to_config
+from jaxnets.errors import CheckpointError, JaxnetsError
 
 __all__ = ["Checkpoint", "CheckpointManager"]
 
 _DEFAULT_GROUP_BELOW = 1 << 20  # 1 MiB: above it, orbax's per-leaf cost is noise
+_DEFAULT_SYNC_TIMEOUT = 300.0  # seconds; orbax's own barrier timeout
+_EXPORTED = ("params", "state", "opt_state")  # what a model file holds
+_SAVE_HINTS = {
+    "values": "These leaves are process-local (numpy arrays, Python scalars, jax arrays on one "
+    "process's devices) and differ between processes, but a checkpoint stores them once. Make "
+    "them global arrays, or the same on every process, or save them per process: "
+    "save(..., per_process=(...)).",
+    "metadata": "metrics, extra, model and optimizer are stored once: pass the same on every "
+    "process (e.g. a metric averaged over the processes).",
+    "layout": "The saved trees differ in structure, shapes, dtypes or shardings between processes.",
+    "per_process": "Pass the same per_process= on every process.",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,11 +117,17 @@ class CheckpointManager:
         caller's reach (docs/checkpoints.md, "Background saves").
       group_below: arrays smaller than this many bytes are packed into one buffer per dtype
         (0 disables packing).
+      sync_timeout: in a multi-process job, how long (seconds) a process waits for the others
+        in each agreement before it raises (docs/checkpoints.md, "Checkpoints on several
+        hosts"). Opening a manager is itself collective: every process opens the same
+        directory with the same options (as many times).
 
     Raises:
       TypeError, ValueError: an option of the wrong type or value (the message says what is
         accepted).
-      CheckpointError: the directory cannot be used.
+      CheckpointError: the directory cannot be used; several processes: they open different
+        directories or options, one does not within ``sync_timeout``, or one does not see
+        the directory process 0 created (it must be shared).
     """
 
     def __init__(
@@ -114,6 +141,7 @@ class CheckpointManager:
         save_every: int = 1,
         async_save: bool = True,
         group_below: int = _DEFAULT_GROUP_BELOW,
+        sync_timeout: float = _DEFAULT_SYNC_TIMEOUT,
     ) -> None:
         if not isinstance(directory, (str, os.PathLike)):
             raise TypeError(
@@ -132,6 +160,7 @@ class CheckpointManager:
         if keep_best is not None and best_metric is None:
             raise ValueError("keep_best needs best_metric= (the metric that ranks steps).")
         bool_option("async_save", async_save)
+        sync_timeout = timeout_option("sync_timeout", sync_timeout)
         self.directory = os.path.abspath(os.fspath(directory))
         if os.path.exists(self.directory) and not os.path.isdir(self.directory):
             raise CheckpointError(
@@ -139,19 +168,53 @@ class CheckpointManager:
             )
         self.best_metric, self.best_mode = best_metric, best_mode
         self.group_below = group_below
-        self._mgr = _orbax.open_manager(
-            self.directory,
-            max_to_keep=max_to_keep,
-            keep_best=keep_best,
-            best_metric=best_metric,
-            best_mode=best_mode,
-        )
+        self._procs = Processes(self.directory, timeout=sync_timeout)
+        options = {
+            "max_to_keep": max_to_keep,
+            "keep_best": keep_best,
+            "best_metric": best_metric,
+            "best_mode": best_mode,
+        }
+        self._mgr = self._open(options, save_every=save_every, group_below=group_below)
+        self._reader = _orbax.array_reader()
         self._async = async_save
         self._saves = Saves(self._failed)
         self._metrics: dict[int, dict[str, float] | None] = {}
         self._save_every = save_every
         self._plan: _layout.Plan | None = None  # the last save's layout, reused while it fits
         self._closed = False
+
+    def _open(self, options: dict[str, Any], **more: int) -> Any:
+        """Opens orbax's manager; with several processes, after agreeing on the directory and
+        the options (process 0 creates the directory; every process must then see it)."""
+        procs = self._procs
+        if not procs.multi:
+            return _orbax.open_manager(self.directory, **options)
+        error: Exception | None = None
+        if procs.index == 0:
+            try:
+                os.makedirs(self.directory, exist_ok=True)
+            except OSError as e:
+                error = CheckpointError(
+                    f"{self.directory}: cannot create the checkpoint directory ({e}).",
+                    file=self.directory,
+                )
+        opts = json_checksum({**options, **more})
+        procs.agree("CheckpointManager()", {"directory": self.directory, "options": opts}, error=error)
+        mgr = None
+        try:
+            if not os.path.isdir(self.directory):
+                raise CheckpointError(
+                    f"{self.directory}: process 0 created this directory, but process "
+                    f"{procs.index} does not see it: a multi-process checkpoint needs a "
+                    "directory every process shares (a network filesystem, a mounted bucket).",
+                    file=self.directory,
+                )
+            mgr = _orbax.open_manager(self.directory, **options, processes=procs.count)
+        except Exception as e:
+            error = e
+        procs.agree("CheckpointManager() (opening the directory)", {}, error=error)
+        return mgr
 
     # --- saving -------------------------------------------------------------------------------
     def save(
@@ -166,6 +229,7 @@ class CheckpointManager:
         optimizer: Any = None,
         metrics: Mapping[str, Any] | None = None,
         extra: Any = None,
+        per_process: str | tuple[str, ...] | list[str] = (),
         force: bool = False,
     ) -> bool:
         """Saves one training state as ``step`` (in the background when ``async_save``).
@@ -181,6 +245,11 @@ class CheckpointManager:
           optimizer: a ``jaxnets.optim`` optimizer (or any registered config), stored as config.
           metrics: ``{name: finite number}``; ranks steps for ``best_metric``.
           extra: JSON-able data to resume with (data loader position, epoch, ...).
+          per_process: in a multi-process job, key prefixes (``"rng"``, ``"state.counter"``)
+            of process-local values to store per process: process p's value comes back to
+            process p (of a job with as many processes). Other process-local values must be
+            equal on every process, and are stored once (docs/checkpoints.md, "Checkpoints on
+            several hosts"). In a single process it changes nothing.
           force: save even if ``step`` is not a multiple of ``save_every``.
 
         Returns:
@@ -188,42 +257,83 @@ class CheckpointManager:
 
         Raises:
           CheckpointError: the previous background save failed, the step exists, or (without
-            ``async_save``) the write failed.
+            ``async_save``) the write failed; several processes: they disagree (another step,
+            structure or metrics; a process-local value that differs), or one did not call
+            ``save`` within ``sync_timeout`` (raised on every process that called).
           TypeError, ValueError: a bad argument: a leaf that cannot be stored, metrics that are
-            not finite numbers or lack ``best_metric``, ``extra`` that is not JSON-able.
+            not finite numbers or lack ``best_metric``, ``extra`` that is not JSON-able, a
+            ``per_process`` prefix that names no leaf.
           RegistryError: ``model`` or ``optimizer`` is not a registered config.
         """
         self._check_open()
-        # One save at a time: the previous one is finished (and its failure raised) first.
-        self._saves.collect(wait=True)
-        step = step_arg(step, "save")
-        bool_option("force", force)
-        if not force and step % self._save_every:
-            return False
-        if step in self.all_steps():
-            raise CheckpointError(
-                f"{self.directory}: step {step} is already saved; steps are "
-                "write-once (delete the directory or use a new step).",
-                file=self._step_dir(step),
+        procs = self._procs
+        error: Exception | None = None
+        try:
+            # One save at a time: the previous one is finished (and its failure raised) first.
+            self._saves.collect(wait=True)
+            step = step_arg(step, "save")
+            bool_option("force", force)
+            if not force and step % self._save_every:
+                return False
+            per = per_process_arg(per_process)
+            if step in self.all_steps():
+                raise CheckpointError(
+                    f"{self.directory}: step {step} is already saved; steps are "
+                    "write-once (delete the directory or use a new step).",
+                    file=self._step_dir(step),
+                )
+            mets = metrics_arg(step, metrics, self.best_metric)
+            fields = {
+                "step": step,
+                "model": None if model is None else to_config(model, path=".model"),
+                "optimizer": None if optimizer is None else to_config(optimizer, path=".optimizer"),
+                "metrics": mets,
+                "extra": None if extra is None else _layout.check_json(extra, "extra"),
+            }
+            record = {"params": params, "state": state, "opt_state": opt_state, "rng": rng}
+            snap, self._plan = _layout.snapshot(
+                record, group_below=self.group_below, plan=self._plan, per_process=per
             )
-        mets = metrics_arg(step, metrics, self.best_metric)
-        fields = {
-            "step": step,
-            "model": None if model is None else to_config(model, path=".model"),
-            "optimizer": None if optimizer is None else to_config(optimizer, path=".optimizer"),
-            "metrics": mets,
-            "extra": None if extra is None else _layout.check_json(extra, "extra"),
-        }
-        record = {"params": params, "state": state, "opt_state": opt_state, "rng": rng}
-        snap, self._plan = _layout.snapshot(record, group_below=self.group_below, plan=self._plan)
+        except Exception as e:
+            if not procs.multi:
+                raise
+            error = e  # the other processes raise it too
+        exchange = -1
+        if procs.multi:
+            self._agree_save(step, snap if error is None else None, fields if error is None else {}, error)
+            exchange = procs.reserve()  # the hashes of the background part, sent to process 0
 
         def write() -> None:  # in the background with async_save
-            arrays, meta = _layout.finish(snap, fields)
+            arrays, meta = _layout.finish(snap, fields, procs=procs, exchange=exchange)
             _orbax.write_step(self._mgr, step, self._step_dir(step), arrays, meta, mets)
 
         self._metrics[step] = mets
         self._saves.run(step, write, background=self._async)
         return True
+
+    def _agree_save(
+        self, step: Any, snap: _layout.Snapshot | None, fields: Mapping[str, Any], error: Exception | None
+    ) -> None:
+        """Several processes: checks that every one saves the same step, layout and stored-once
+        values (hashes; a second exchange names the keys that differ)."""
+        if snap is None:
+            self._procs.agree("save", {}, error=error)
+            return
+        plan = snap.plan
+        values = _layout.local_hashes(snap)
+        meta = {k: json_checksum(v) for k, v in fields.items() if k != "step"}
+        self._procs.agree(
+            "save",
+            {
+                "step": str(step),
+                "layout": plan.fingerprint,
+                "per_process": json_checksum(list(plan.per_process)),
+                "values": json_checksum(values),
+                "metadata": json_checksum(meta),
+            },
+            details={"layout": lambda: _layout.layout_of(plan), "values": lambda: values, "metadata": lambda: meta},
+            hints=_SAVE_HINTS,
+        )
 
     def _failed(self, step: int, error: BaseException) -> CheckpointError:
         """The error for a failed save of ``step`` (after forgetting it)."""
@@ -334,12 +444,16 @@ class CheckpointManager:
           partial: with ``like``, restore only the leaves ``like`` has (stored leaves it lacks are
             skipped, and fields not in ``like`` are not read). A leaf ``like`` has that is not
             stored is an error even then: nothing is ever taken from the template.
-          device: put every array on this device (``"cpu"``, ``"gpu"`` or a ``jax.Device``).
+          device: put every array on this device (``"cpu"``, ``"gpu"``: this process's first
+            device of that platform; or a ``jax.Device``).
           sharding: a ``Sharding`` for every array, a tree of them shaped like the checkpoint
             (``{"params": {...}}``; leaves not in it go to the default device), or
             ``fn(key, LeafInfo) -> Sharding | None`` called with each stored key
             (``"params.fc1.weight"``) and its shape/dtype.
-            Without ``device``/``sharding``/``like``, arrays go to the default device.
+            Without ``device``/``sharding``/``like``, arrays go to the default device (this
+            process's). In a multi-process job a sharding over several processes' devices
+            gives each process only its shards, read from disk by that process; it must be the
+            same on every process.
           verify: check every checksum of the step (its metadata and every array read). The
             metadata's structure is checked even with ``verify=False``.
 
@@ -352,70 +466,67 @@ class CheckpointManager:
           StateDictError: ``like`` does not fit the checkpoint (lists every differing key).
           RegistryError: the stored model/optimizer class is not registered in this process.
           TypeError, ValueError: a bad argument (the message says what is accepted).
+
+        In a multi-process job every process must call ``restore`` with the same step, leaves
+        and global shardings; a mismatch, a process that does not call it within
+        ``sync_timeout``, or a failure on any process raises a ``CheckpointError`` on every
+        process that called (the process that failed raises its own error).
         """
         self._check_open()
-        fields_like = like_fields(like, Checkpoint)
-        bool_option("partial", partial)
-        bool_option("verify", verify)
-        if partial and like is None:
-            raise ValueError("restore(partial=True) needs like= (the leaves to restore).")
-        self._saves.collect(wait=True)  # read a directory no save is writing to
-        step = self._resolve(step, "restore")
-        step_dir = self._step_dir(step)
-        meta = read_meta(step_dir, verify=verify)
-        stored = stored_infos(meta)
-        like_flat = flatten(fields_like) if fields_like else {}
-        if fields_like:
-            in_fields = {k: v for k, v in stored.items() if k.split(".", 1)[0] in fields_like}
-            report = compare(like_flat, in_fields)
-            if partial:  # stored leaves the template lacks are skipped, nothing else
-                report = StructureReport(
-                    report.missing, (), report.shape_mismatch, report.dtype_mismatch
-                )
-            if not report.clean:
-                raise StateDictError(
-                    report.format(
-                        expected="the template (like=)",
-                        got=f"checkpoint step {step}",
-                        hint="Restore without like= to get the checkpoint as saved, or pass "
-                        "partial=True to skip stored entries the template lacks.",
-                    ),
-                    report,
-                    file=step_dir,
-                )
-        keys = list(like_flat) if partial else list(meta["leaves"])  # the same keys as the spec
-        place = placer(device=device, sharding=sharding, like=like_flat, keys=stored)
-        specs = array_specs(meta, keys)
-        arrays = _orbax.read_arrays(self._mgr, step, step_dir, meta, specs, place) if specs else {}
-        check_arrays(specs, arrays, step_dir=step_dir)  # before anything is sliced
-        if verify:
-            verify_checksums(specs, arrays, step_dir=step_dir)
-        leaves = _layout.unpack(meta, arrays, keys, place)
-        # The template's containers where given, the stored ones elsewhere (a field saved from a
-        # type jaxnets cannot rebuild by name, e.g. an nnx.State, rebuilds only from the template).
-        fields: dict[str, Any] = {}
-        if not partial:
-            spec = meta["spec"]
-            rest = [(k, c) for k, c in zip(spec["k"], spec["c"]) if k not in fields_like]
-            fields = dict(
-                tree_from_spec(
-                    {"t": "dict", "k": [k for k, _ in rest], "c": [c for _, c in rest]}, leaves
-                )
-            )
-        if fields_like:
-            fields.update(map_with_keys(lambda k, _: leaves[k], fields_like))
-        return Checkpoint(
-            step=step,
-            **fields,
-            model=None
-            if meta.get("model") is None
-            else from_config(meta["model"], file=step_dir, path="model"),
-            optimizer=None
-            if meta.get("optimizer") is None
-            else from_config(meta["optimizer"], file=step_dir, path="optimizer"),
-            metrics=meta.get("metrics"),
-            extra=meta.get("extra"),
-        )
+        return self._restore(step, like, partial, device, sharding, verify)
+
+    def _restore(
+        self,
+        step: int | None,
+        like: Any,
+        partial: bool,
+        device: Device | None,
+        sharding: ShardingSpec | None,
+        verify: bool,
+        *,
+        only: tuple[str, ...] | None = None,
+        agree: bool = True,
+    ) -> Checkpoint:
+        """:meth:`restore`; ``only``: just these fields; ``agree=False``: this process alone
+        (nothing it runs is collective: orbax's handler reads, jaxnets places)."""
+        procs = self._procs if agree else None
+        multi = procs is not None and procs.multi
+        error: Exception | None = None
+        r = None
+        try:
+            fields_like = like_fields(like, Checkpoint)
+            bool_option("partial", partial)
+            bool_option("verify", verify)
+            if partial and like is None:
+                raise ValueError("restore(partial=True) needs like= (the leaves to restore).")
+            self._saves.collect(wait=True)  # read a directory no save is writing to
+            step = self._resolve(step, "restore")
+            step_dir = self._step_dir(step)
+            meta = read_meta(step_dir, verify=verify)
+            r = _reading.prepare(
+                step, step_dir, meta, fields_like=fields_like, partial=partial, device=device,
+                sharding=sharding, only=only,
+            )  # fmt: skip
+        except Exception as e:
+            if not multi:
+                raise
+            error = e
+        if multi:
+            assert procs is not None
+            fields, details = _reading.fingerprint(r, verify=verify) if r is not None else ({}, {})
+            procs.agree("restore", fields, error=error, details=details, hints=_reading.HINTS)
+        assert r is not None
+        try:
+            out = _reading.read(r, self._reader, verify=verify)
+        except Exception as e:
+            if not multi:
+                raise
+            error = e
+        if multi:
+            assert procs is not None
+            # Every process returns, or every process raises: none goes on alone.
+            procs.agree(f"restore (reading step {r.step})", {}, error=error)
+        return Checkpoint(**out)
 
     # --- export ---------------------------------------------------------------------------------
     def export(
@@ -423,32 +534,62 @@ class CheckpointManager:
     ) -> None:
         """Writes one step as a complete jaxnets model file (``jaxnets.save``).
 
+        The model, params, buffers, optimizer and its state (not ``rng``). In a multi-process
+        job every process calls it; process 0 reads the step onto its CPU, whole, and writes the
+        file, and every process returns once the file is complete (or every process raises). So
+        the model must fit process 0's host memory; for a larger one, save the sharded arrays
+        with ``jaxnets.save`` from every process instead (docs/checkpoints.md, "Checkpoints on
+        several hosts").
+
         Args:
           step: a step number, ``"best"`` (by ``best_metric``), or ``"latest"``/None.
           path: the model file to write.
 
         Raises:
           CheckpointError: no such step, a damaged step, or the step has no model spec (save it
-            with ``model=``).
+            with ``model=``); several processes: they disagree on the step or path, or one did
+            not call ``export`` within ``sync_timeout``.
           TypeError, ValueError: ``step`` or ``path`` is not one of the above.
         """
-        if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(
-                f"export(path=...) takes a str or os.PathLike, got {type(path).__name__}."
-            )
-        if step == "best":
-            step = self.best_step()
-            if step is None:
-                raise CheckpointError(
-                    f"{self.directory}: no step has the metric {self.best_metric!r}.",
-                    file=self.directory,
-                )
-        elif step == "latest":
-            step = None
-        elif isinstance(step, str):
-            raise ValueError(f"export(step={step!r}): use a step number, 'best' or 'latest'.")
-        ckpt = self.restore(step, device="cpu")
-        write_model_file(ckpt, path, step_dir=self._step_dir(ckpt.step))
+        self._check_open()
+        procs = self._procs
+        error: Exception | None = None
+        try:
+            if not isinstance(path, (str, os.PathLike)):
+                raise TypeError(f"export(path=...) takes a str or os.PathLike, got {type(path).__name__}.")
+            if step == "best":
+                step = self.best_step()
+                if step is None:
+                    raise CheckpointError(
+                        f"{self.directory}: no step has the metric {self.best_metric!r}.",
+                        file=self.directory,
+                    )
+            elif step == "latest":
+                step = None
+            elif isinstance(step, str):
+                raise ValueError(f"export(step={step!r}): use a step number, 'best' or 'latest'.")
+            self._saves.collect(wait=True)
+            step = self._resolve(step, "export")
+            target = os.path.abspath(os.fspath(path))
+        except Exception as e:
+            if not procs.multi:
+                raise
+            error = e
+        if procs.multi:
+            fields = {} if error is not None else {"step": str(step), "path": target}
+            procs.agree("export", fields, error=error)
+        # Process 0 alone reads the step onto its CPU and writes the file (the others wait for it).
+        if procs.index == 0:
+            try:
+                assert isinstance(step, int)
+                ckpt = self._restore(step, None, False, "cpu", None, True, only=_EXPORTED, agree=False)
+                write_model_file(ckpt, target, step_dir=self._step_dir(ckpt.step))
+            except Exception as e:
+                if not procs.multi:
+                    raise
+                error = e
+        if procs.multi:
+            procs.agree(f"export (process 0 writing {target})", {}, error=error)
 
     # --- lifetime -------------------------------------------------------------------------------
     def wait(self) -> None:
@@ -464,6 +605,7 @@ class CheckpointManager:
             self._saves.collect(wait=True)
         finally:
             self._closed = True
+            self._reader.close()
             self._mgr.close()
 
     def _check_open(self) -> None:

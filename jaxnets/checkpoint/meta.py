@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import xxhash
 
+from jaxnets.checkpoint._pieces import grid_problem, volume
 from jaxnets.core.prng import canonical_impl, key_info
 from jaxnets.core.structure import LeafInfo
 from jaxnets.core.tree import spec_keys
@@ -38,6 +39,7 @@ __all__ = [
     "GROUP_PREFIX",
     "KINDS",
     "META",
+    "PGROUP_PREFIX",
     "VERSION",
     "ArraySpec",
     "array_specs",
@@ -53,10 +55,14 @@ __all__ = [
 ]
 
 FORMAT = "jaxnets.checkpoint"
-VERSION = 2  # 2: checksums of every array, group and of the meta itself; 1: jaxnets 0.1
+# 3: saves of several processes (per-process rows, pieces, per-process values, shard checksums;
+# a single process still writes 2, which jaxnets 0.2 reads); 2: checksums of every array, group
+# and of the meta itself; 1: jaxnets 0.1.
+VERSION = 3
 FIELDS = ("params", "state", "opt_state", "rng")
 ARRAYS, META = "arrays", "meta"  # the two orbax items of a step
-GROUP_PREFIX = "__group__."
+GROUP_PREFIX = "__group__."  # packed leaves stored once: one flat buffer per dtype
+PGROUP_PREFIX = "__pgroup__."  # packed per process: (processes, length), row p written by process p
 # "jax" (jax.Array), "key" (typed PRNG key array, stored as its uint32 key data), "numpy"
 # (np.ndarray), "npscalar" (np.generic), "py" (bool/int/float/str, value kept in the JSON).
 KINDS = ("jax", "key", "numpy", "npscalar", "py")
@@ -225,10 +231,13 @@ def _problems(meta: Mapping[str, Any], version: int, step: int | None) -> list[t
         if version >= 2 and not _is_hex(g.get("xxh3")):
             out.append((GROUP_PREFIX + name, f"group {name}: malformed checksum {g.get('xxh3')!r}"))
         lengths[name] = n
+    rows = _Rows(meta, out) if version >= 3 else None
     ends = {name: 0 for name in lengths}
     broken: set[str] = set()  # groups with a bad leaf: their later offsets would only echo it
     for key, e in leaves.items():
         why = _leaf_problem(e, version)
+        if why is None and rows is not None:
+            why = rows.problem(e)
         group = e.get("group") if isinstance(e, dict) else None
         if why is None and group is not None and group not in broken:
             size = _size(e)
@@ -251,6 +260,8 @@ def _problems(meta: Mapping[str, Any], version: int, step: int | None) -> list[t
     for name, n in lengths.items():
         if name not in broken and ends[name] != n:
             out.append((GROUP_PREFIX + name, f"group {name}: length {n}, but its leaves add up to {ends[name]}"))
+    if rows is not None:
+        rows.finish()
     metrics = meta.get("metrics")
     if metrics is not None and not (
         isinstance(metrics, dict)
@@ -258,6 +269,99 @@ def _problems(meta: Mapping[str, Any], version: int, step: int | None) -> list[t
     ):
         out.append((None, f"metrics: not a {{name: number}} object: {metrics!r:.200}"))
     return out
+
+
+class _Rows:
+    """The checks of a multi-process step's rows (format 3): ``processes`` and ``pgroups`` are
+    well formed, and the pieces and per-process values of every packed leaf tile each process's
+    row exactly, in leaf order, as :mod:`jaxnets.checkpoint._spread` lays them out."""
+
+    def __init__(self, meta: Mapping[str, Any], out: list[tuple[str | None, str]]) -> None:
+        self.out = out
+        n, groups = meta.get("processes", 1), meta.get("pgroups", {})
+        self.n = n if _int(n) and 1 <= n <= _MAX_DIM else 0
+        if not self.n:
+            out.append((None, f"processes: malformed process count {n!r}"))
+        self.lengths: dict[str, int] = {}
+        if not isinstance(groups, dict):
+            out.append((None, "pgroups: not a JSON object"))
+            groups = {}
+        for name, g in groups.items():
+            length: Any = g.get("length") if isinstance(g, dict) else None
+            sums: Any = g.get("rows") if isinstance(g, dict) else None
+            where = PGROUP_PREFIX + str(name)
+            if not _int(length) or not 0 <= length <= _MAX_DIM:
+                out.append((where, f"per-process group {name}: malformed length {length!r}"))
+            elif not isinstance(sums, list) or len(sums) != self.n or not all(map(_is_hex, sums)):
+                out.append((where, f"per-process group {name}: malformed row checksums {sums!r:.200}"))
+            else:
+                self.lengths[name] = length
+        self.ends = {name: [0] * self.n for name in self.lengths}
+        self.broken: set[str] = set()
+        self.grids: dict[tuple[str, str], str | None] = {}
+
+    def problem(self, e: dict[str, Any]) -> str | None:
+        """What is wrong with one (already well-formed) leaf entry's rows or shards, or None."""
+        if "shards" in e:
+            shards = e["shards"]
+            if "pgroup" in e or "group" in e or not isinstance(shards, list):
+                return "malformed shards"
+            if not all(isinstance(s, list) and len(s) == 2 and _is_hex(s[1]) for s in shards):
+                return f"malformed shard checksums {shards!r:.200}"
+            why = grid_problem([s[0] for s in shards], e["shape"])
+            return None if why is None else f"shards: {why}"
+        if "pgroup" not in e:
+            return None
+        name = e["pgroup"]
+        if not isinstance(name, str):
+            return f"malformed per-process group {name!r:.100}"
+        if name in self.broken:
+            return None  # its first bad leaf is reported; later offsets would only echo it
+        data_dtype = "uint32" if e["kind"] == "key" else e["dtype"]
+        why = self._row_problem(e, name, data_dtype)
+        if why is not None:
+            self.broken.add(name)
+        return why
+
+    def _row_problem(self, e: dict[str, Any], name: str, data_dtype: str) -> str | None:
+        if "group" in e or e["kind"] == "py":
+            return "packed twice"
+        if name not in self.lengths:
+            return f"packed into per-process group {name!r}, which is not stored"
+        if name != data_dtype:
+            return f"{data_dtype} data packed into the per-process {name} group"
+        words = key_size(e["impl"]) if e["kind"] == "key" else 1
+        ends = self.ends[name]
+        if "offsets" in e:
+            offsets = e["offsets"]
+            if offsets != ends:
+                return f"per-process offsets {offsets!r:.100} in group {name}, but the rows end at {ends}"
+            size = math.prod(e["shape"]) * words
+            self.ends[name] = [x + size for x in ends]
+            return None
+        stored = e.get("pieces")
+        if not isinstance(stored, list) or not all(isinstance(s, list) and len(s) == 3 for s in stored):
+            return f"malformed pieces {stored!r:.200}"
+        indices = [s[2] for s in stored]
+        grid = (str(e["shape"]), str(indices))  # leaves sharded alike share one check
+        if grid not in self.grids:
+            self.grids[grid] = grid_problem(indices, e["shape"])
+        if self.grids[grid] is not None:
+            return f"pieces: {self.grids[grid]}"
+        for owner, offset, index in stored:
+            if not _int(owner) or not 0 <= owner < self.n:
+                return f"a piece of process {owner!r}, of {self.n}"
+            if offset != ends[owner]:
+                return f"a piece at offset {offset!r} of row {owner} in group {name}, but the row ends at {ends[owner]}"
+            ends[owner] += volume(tuple(map(tuple, index))) * words
+        return None
+
+    def finish(self) -> None:
+        for name, length in self.lengths.items():
+            if name not in self.broken and max(self.ends[name], default=0) != length:
+                self.out.append(
+                    (PGROUP_PREFIX + name, f"per-process group {name}: length {length}, but its longest row adds up to {max(self.ends[name], default=0)}")
+                )
 
 
 def _is_hex(x: Any) -> bool:
@@ -284,7 +388,7 @@ def _leaf_problem(e: Any, version: int) -> str | None:
         return f"malformed dtype {dtype!r}"
     if kind == "py":
         v = e.get("value")
-        if shape or "group" in e:
+        if shape or "group" in e or "pgroup" in e:
             return "a Python scalar with a shape or a group"
         t = type(v)
         if e.get("float") is True:  # nan/inf, stored as text (JSON has no such numbers)
@@ -309,6 +413,10 @@ def _leaf_problem(e: Any, version: int) -> str | None:
     if "group" in e:
         if not isinstance(e["group"], str) or not _int(e.get("offset")) or e["offset"] < 0:
             return f"malformed group/offset {e['group']!r}/{e.get('offset')!r}"
+    elif ("pgroup" in e or "shards" in e) and version < 3:
+        return "multi-process fields in a single-process format"
+    elif "pgroup" in e or "shards" in e:
+        pass  # checked with their rows (_Rows)
     elif version >= 2 and e.get("xxh3") is not None and not _is_hex(e.get("xxh3")):
         return f"malformed checksum {e.get('xxh3')!r}"
     return None
@@ -326,12 +434,17 @@ class ArraySpec(NamedTuple):
       shape, dtype: what orbax must return (dtype as :func:`jaxnets.core.structure.dtype_name`).
       xxh3: the checksum of its bytes (C order), or None where none was stored.
       keys: the leaves stored in it (one, or every leaf of a packed group).
+      rows: a per-process group's checksum of each row (process), else None.
+      shards: an array saved by several processes: ``((index ranges, checksum), ...)`` of each
+        distinct block, else None.
     """
 
     shape: tuple[int, ...]
     dtype: str
     xxh3: str | None
     keys: tuple[str, ...]
+    rows: tuple[str, ...] | None = None
+    shards: tuple[tuple[tuple[tuple[int, int], ...], str], ...] | None = None
 
 
 def array_specs(meta: Mapping[str, Any], keys: list[str]) -> dict[str, ArraySpec]:
@@ -339,29 +452,43 @@ def array_specs(meta: Mapping[str, Any], keys: list[str]) -> dict[str, ArraySpec
     members: dict[str, list[str]] = {}
     for k, e in meta["leaves"].items():
         if "group" in e:
-            members.setdefault(e["group"], []).append(k)
+            members.setdefault(GROUP_PREFIX + e["group"], []).append(k)
+        elif "pgroup" in e:
+            members.setdefault(PGROUP_PREFIX + e["pgroup"], []).append(k)
     out: dict[str, ArraySpec] = {}
     for k in keys:
         e = meta["leaves"][k]
         if e["kind"] == "py":
             continue
+        if "pgroup" in e:
+            name = PGROUP_PREFIX + e["pgroup"]
+            if name not in out:
+                g = meta["pgroups"][e["pgroup"]]
+                shape = (meta["processes"], g["length"])
+                out[name] = ArraySpec(shape, e["pgroup"], None, tuple(members[name]), rows=tuple(g["rows"]))
+            continue
+        shards = None
+        if "shards" in e:
+            shards = tuple((tuple((a, b) for a, b in idx), h) for idx, h in e["shards"])
         if "group" in e:
             name = GROUP_PREFIX + e["group"]
             if name not in out:
                 g = meta["groups"][e["group"]]
                 length, xxh3 = (g, None) if isinstance(g, int) else (g["length"], g["xxh3"])
-                out[name] = ArraySpec((length,), e["group"], xxh3, tuple(members[e["group"]]))
+                out[name] = ArraySpec((length,), e["group"], xxh3, tuple(members[name]))
         elif e["kind"] == "key":
             shape = (*e["shape"], key_size(e["impl"]))
-            out[k] = ArraySpec(shape, "uint32", e.get("xxh3"), (k,))
+            out[k] = ArraySpec(shape, "uint32", e.get("xxh3"), (k,), shards=shards)
         else:
-            out[k] = ArraySpec(tuple(e["shape"]), e["dtype"], e.get("xxh3"), (k,))
+            out[k] = ArraySpec(tuple(e["shape"]), e["dtype"], e.get("xxh3"), (k,), shards=shards)
     return out
 
 
 def describe(name: str, spec: ArraySpec) -> str:
     """``"params.fc1.weight"`` or ``"the packed group float32 (params.a, params.b, ... 40 leaves)"``."""
-    if not name.startswith(GROUP_PREFIX):
-        return name
     shown = ", ".join(spec.keys[:3]) + (f", ... {len(spec.keys)} leaves" if len(spec.keys) > 3 else "")
-    return f"the packed group {name[len(GROUP_PREFIX):]} ({shown})"
+    if name.startswith(GROUP_PREFIX):
+        return f"the packed group {name[len(GROUP_PREFIX):]} ({shown})"
+    if name.startswith(PGROUP_PREFIX):
+        return f"the per-process packed group {name[len(PGROUP_PREFIX):]} ({shown})"
+    return name

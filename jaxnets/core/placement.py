@@ -21,10 +21,11 @@ process's: in a multi-process job each process places on its own (see issue 12).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any, TypeAlias
 
 import jax
+import numpy as np
 
 from jaxnets.core.structure import LeafInfo, leaf_info
 from jaxnets.core.tree import flatten
@@ -95,17 +96,27 @@ class Placer:
         return self.default if s is None else s
 
     def put(
-        self, flat: Mapping[str, Any], *, infos: Mapping[str, LeafInfo] | None = None
+        self,
+        flat: Mapping[str, Any],
+        *,
+        infos: Mapping[str, LeafInfo] | None = None,
+        local: Container[str] = (),
     ) -> dict[str, jax.Array]:
-        """Places every array of ``flat`` (numpy or jax arrays), in key order.
+        """Places every array of ``flat`` (host arrays every process holds whole), in key order.
 
-        One batched ``jax.device_put`` for the placed leaves and one for the rest (on jax's
-        default device, uncommitted, as ``jnp.asarray`` would leave them).
+        One batched ``jax.device_put`` for the leaves placed on this process's devices and one
+        for the rest (on jax's default device, uncommitted, as ``jnp.asarray`` would leave
+        them). A leaf whose sharding spans other processes' devices is built from this
+        process's copy with ``jax.make_array_from_callback``: each process puts only its own
+        shards, with no cross-process check (``device_put`` would compare the values across
+        processes, a collective per call).
 
         Args:
-          flat: ``{key: array}``.
+          flat: ``{key: array}`` (numpy or jax arrays).
           infos: the :class:`LeafInfo` to place each key by, when it is not the array's own
             (a PRNG key stored as its uint32 data is placed as the key it is).
+          local: keys of values that belong to this process alone (saved per process): where
+            their sharding spans other processes, they go to the default device instead.
 
         Returns:
           ``{key: jax.Array}`` in the order of ``flat``.
@@ -113,14 +124,21 @@ class Placer:
         placed: list[str] = []
         targets: list[jax.sharding.Sharding] = []
         rest: list[str] = []
+        out: dict[str, Any] = {}
         for k, x in flat.items():
             s = self._target(k, infos[k] if infos is not None else leaf_info(x))
+            if s is not None and not s.is_fully_addressable:
+                if k in local:
+                    s = None
+                else:
+                    host = np.asarray(x)
+                    out[k] = jax.make_array_from_callback(host.shape, s, host.__getitem__)
+                    continue
             if s is None:
                 rest.append(k)
             else:
                 placed.append(k)
                 targets.append(s)
-        out: dict[str, Any] = {}
         if placed:
             out.update(zip(placed, jax.device_put([flat[k] for k in placed], targets)))
         if rest:

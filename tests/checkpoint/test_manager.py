@@ -267,7 +267,7 @@ def test_a_donating_jit_right_after_save_does_not_change_what_is_restored(tmp_pa
     # The background part of the save waits until the caller has donated and overwritten.
     go = threading.Event()
     finish = _layout.finish
-    monkeypatch.setattr(_layout, "finish", lambda *a: (go.wait(30), finish(*a))[1])
+    monkeypatch.setattr(_layout, "finish", lambda *a, **k: (go.wait(30), finish(*a, **k))[1])
     with CheckpointManager(tmp_path) as mgr:
         mgr.save(1, params=params, state={"buf": buffers})
         for _ in range(3):
@@ -297,6 +297,11 @@ def test_bad_arguments_raise_type_or_value_errors_that_say_what_is_accepted(tmp_
             ({"sharding": 3}, TypeError, "sharding= takes a jax.sharding.Sharding"),
             ({"partial": "yes"}, TypeError, "partial must be True or False"),
             ({"verify": 1}, TypeError, "verify must be True or False"),
+            (
+                {"sharding": jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(jax.devices()[:1]), ("x",)), jax.sharding.PartitionSpec("x", None))},
+                ValueError,
+                r"these shardings do not fit their leaves:\n  params\.w \[2\]",
+            ),
         ]
         for kwargs, exc, match in bad_restores:
             with pytest.raises(exc, match=match):
@@ -307,6 +312,8 @@ def test_bad_arguments_raise_type_or_value_errors_that_say_what_is_accepted(tmp_
             ((1,), {"metrics": {"loss": "low"}}, TypeError, "'loss' is 'low', not a number"),
             ((1,), {"metrics": {"loss": float("nan")}}, ValueError, "must be finite"),
             ((1,), {"force": "yes"}, TypeError, "force must be True or False"),
+            ((1,), {"per_process": 3}, TypeError, r"per_process=...\) takes a key prefix or a tuple"),
+            ((1,), {"per_process": ("params.v",)}, ValueError, "'params.v' names no saved leaf"),
         ]
         for args, kwargs, exc, match in bad_saves:
             with pytest.raises(exc, match=match):
@@ -327,6 +334,8 @@ def test_bad_arguments_raise_type_or_value_errors_that_say_what_is_accepted(tmp_
         ({"async_save": "no"}, TypeError, "async_save must be True or False"),
         ({"group_below": -1}, ValueError, "group_below must be >= 0"),
         ({"best_metric": 3}, TypeError, "best_metric must be a metric name"),
+        ({"sync_timeout": 0}, ValueError, "sync_timeout must be a finite number of seconds > 0"),
+        ({"sync_timeout": "5"}, TypeError, "sync_timeout must be a number of seconds"),
     ]
     for kwargs, exc, match in bad_options:
         with pytest.raises(exc, match=match):
