@@ -14,7 +14,8 @@ group has a ``jaxnets`` entry, bars show each value relative to jaxnets' (log sc
 since only ratios within one panel mean anything: its numbers were measured side by side in one run.
 Libraries listed in an optional ``"reference"`` (e.g. torch eager beside two jax libraries) are
 drawn hatched and marked "(reference)" in the legend. When the files come from different machines
-(a GPU run beside CPU runs), each panel names its own machine.
+(a GPU run beside CPU runs), each panel names its own machine. Panels of more than eight groups
+take a whole row.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CHART = HERE.parent / "docs" / "benchmarks.png"
 
-__all__ = ["write_results", "read_results", "draw", "main"]
+__all__ = ["write_results", "read_results", "layout", "draw", "main"]
 
 
 def write_results(
@@ -111,6 +112,29 @@ def read_results(directory: Path = RESULTS) -> list[dict[str, Any]]:
     return out
 
 
+WIDE = 8  # a panel with more groups than this takes a whole row
+
+
+def layout(n_groups: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Where each panel goes, in order: ``(row, column, columns spanned)`` on a 2-column grid.
+
+    Panels of up to :data:`WIDE` groups fill the rows two by two; a wider one takes a row of its
+    own (starting a new row), so its labels stay readable.
+    """
+    slots: list[tuple[int, int, int]] = []
+    row, col = 0, 0
+    for n in n_groups:
+        if n > WIDE:
+            if col:
+                row, col = row + 1, 0
+            slots.append((row, 0, 2))
+            row += 1
+        else:
+            slots.append((row, col, 1))
+            row, col = (row + 1, 0) if col else (row, 1)
+    return slots
+
+
 def draw(results: list[dict[str, Any]], path: Path = CHART) -> Path:
     """Draws one panel of grouped bars per results file into ``path`` (PNG)."""
     import matplotlib
@@ -119,17 +143,21 @@ def draw(results: list[dict[str, Any]], path: Path = CHART) -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    n = len(results)
-    cols = min(n, 2)
-    rows = (n + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 3.8 * rows), squeeze=False)
+    slots = layout([len(r["groups"]) for r in results])
+    rows = 1 + max(row for row, _, _ in slots)
+    cols = 1 if len(results) == 1 else 2
+    fig = plt.figure(figsize=(6.5 * cols, 3.8 * rows))
+    grid = fig.add_gridspec(rows, cols)
+    axes = [fig.add_subplot(grid[row, col] if span == 1 else grid[row, :])
+            for row, col, span in slots]
     libraries: list[str] = ["jaxnets"]  # first, then in the order the results list them
     for r in results:
         for row in r["groups"].values():
             libraries += [lib for lib in row if lib not in libraries]
-    colors = {lib: plt.cm.tab10(i % 10) for i, lib in enumerate(libraries)}
+    palette = list(plt.cm.tab10.colors) + list(plt.cm.Dark2.colors)  # 18 distinct colours
+    colors = {lib: palette[i % len(palette)] for i, lib in enumerate(libraries)}
     machines = {r.get("machine", "") for r in results}
-    for ax, r in zip(axes.flat, results):
+    for ax, r in zip(axes, results):
         groups = list(r["groups"])
         libs = [lib for lib in libraries if any(lib in r["groups"][g] for g in groups)]
         relative = all(r["groups"][g].get("jaxnets", 0) > 0 for g in groups)
@@ -145,7 +173,7 @@ def draw(results: list[dict[str, Any]], path: Path = CHART) -> Path:
                    hatch="//" if ref else None, alpha=0.6 if ref else 1.0,
                    edgecolor="black" if lib == "jaxnets" else ("dimgray" if ref else "none"),
                    linewidth=0.8)
-        ax.set_xticks(x, [g.replace(", ", "\n") for g in groups], fontsize=8)
+        ax.set_xticks(x, [g.replace(", ", "\n") for g in groups], fontsize=8 if len(groups) <= 12 else 7)
         better = "lower is better" if r.get("lower_is_better", True) else "higher is better"
         if relative:
             ax.set_yscale("log")
@@ -157,8 +185,6 @@ def draw(results: list[dict[str, Any]], path: Path = CHART) -> Path:
         ax.set_title(title, fontsize=10)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
-    for ax in list(axes.flat)[n:]:
-        ax.axis("off")
     machine = results[0].get("machine", "") if len(machines) == 1 else ""
     fig.suptitle(f"jaxnets benchmarks ({machine})" if machine else "jaxnets benchmarks")
     fig.tight_layout()

@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="fresh processes per contender (median)")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per fresh process")
-    ap.add_argument("--no-json", action="store_true", help="do not write bench/results/")
+    ap.add_argument("--json", type=Path, default=HERE / "results" / "first_prediction.json",
+                    help="the results file (default bench/results/first_prediction.json)")
+    ap.add_argument("--no-json", action="store_true", help="write no results file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--folder", type=Path, default=None, help=argparse.SUPPRESS)
@@ -205,7 +207,8 @@ def main(argv: list[str] | None = None) -> int:
                   for part in ("total", "import", "load", "predict")}
         title = "First prediction of ResNet-18 in a fresh process: import + load + predict (s)"
         refs = [NAMES["jaxnets eager"], NAMES["jaxnets cached"]]
-        print("wrote", write_results("first_prediction", title, groups, reference=refs))
+        print("wrote", write_results(args.json.stem, title, groups, reference=refs,
+                                     directory=args.json.parent))
     return 0
 
 

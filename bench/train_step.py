@@ -270,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resnet-steps", type=int, default=3, help="steps per timed round")
     parser.add_argument("--only", choices=("mlp", "cnn", "resnet18"), default=None)
     parser.add_argument("--no-torch", action="store_true", help="leave out the torch eager line")
-    parser.add_argument("--no-json", action="store_true", help="do not write bench/results/")
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "train_step.json",
+                        help="the results file (default bench/results/train_step.json)")
+    parser.add_argument("--no-json", action="store_true", help="write no results file")
     args, _ = parser.parse_known_args(argv)  # bench/run_all.py may pass flags meant for others
 
     print(
@@ -293,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
 
         title = (f"Train step, jit + adam ({jax.default_backend()}): ms per step, "
                  "relative to jaxnets")
-        print("wrote", write_results("train_step", title, groups, unit="ms",
-                                     reference=[LABELS["torch"]]))
+        refs = [LABELS["torch"]] if any(LABELS["torch"] in g for g in groups.values()) else []
+        print("wrote", write_results(args.json.stem, title, groups, unit="ms", reference=refs,
+                                     directory=args.json.parent))
     return 0
 
 
