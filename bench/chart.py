@@ -119,16 +119,20 @@ def layout(n_groups: Sequence[int]) -> list[tuple[int, int, int]]:
     """Where each panel goes, in order: ``(row, column, columns spanned)`` on a 2-column grid.
 
     Panels of up to :data:`WIDE` groups fill the rows two by two; a wider one takes a row of its
-    own (starting a new row), so its labels stay readable.
+    own, so its labels stay readable (the half row it leaves empty takes the next narrow panel).
     """
     slots: list[tuple[int, int, int]] = []
-    row, col = 0, 0
+    row, col = 0, 0  # the next free slot at the end
+    gap: tuple[int, int] | None = None  # a right half left empty by a wide panel, filled next
     for n in n_groups:
         if n > WIDE:
             if col:
-                row, col = row + 1, 0
+                gap, row, col = (row, 1), row + 1, 0
             slots.append((row, 0, 2))
             row += 1
+        elif gap is not None:
+            slots.append((*gap, 1))
+            gap = None
         else:
             slots.append((row, col, 1))
             row, col = (row + 1, 0) if col else (row, 1)
@@ -178,6 +182,11 @@ def draw(results: list[dict[str, Any]], path: Path = CHART) -> Path:
         if relative:
             ax.set_yscale("log")
             ax.axhline(1.0, color="black", lw=0.8)
+            shown = [v for g in groups for v in r["groups"][g].values() if v > 0]
+            ratios = [v / r["groups"][g]["jaxnets"] for g in groups for v in r["groups"][g].values()
+                      if v > 0]
+            if shown:  # every bar whole, with room for the legend above the tallest
+                ax.set_ylim(min(min(ratios), 1.0) / 1.5, max(max(ratios), 1.0) * 3.0)
             ax.set_ylabel(f"relative to jaxnets ({better})")
         else:
             ax.set_ylabel(f"{r.get('unit', '')} ({better})")
@@ -187,7 +196,7 @@ def draw(results: list[dict[str, Any]], path: Path = CHART) -> Path:
         ax.legend(fontsize=7, ncol=2)
     machine = results[0].get("machine", "") if len(machines) == 1 else ""
     fig.suptitle(f"jaxnets benchmarks ({machine})" if machine else "jaxnets benchmarks")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # room for the suptitle
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -4,8 +4,10 @@ Each jax step is one jit-compiled call: forward, cross-entropy loss, grad, ``opt
 (and, for the CNN and ResNet-18, the BatchNorm running statistics threaded through). All
 contenders are timed in interleaved rounds (so load on a shared machine hits them alike); a round
 runs ``--steps`` steps and blocks on the result, after ``--warmup`` untimed rounds of one step
-(compilation). Reported: median per-step time over the rounds, and the ratio jaxnets/flax (goal:
-<= 1.05).
+(compilation); the order of the contenders alternates from round to round. Reported: median
+per-step wall time over the rounds, and the ratio jaxnets/flax (goal: <= 1.05); below each row,
+two figures less disturbed by other processes on a shared machine: the best round's wall time and
+the median CPU time of this process per step (``time.process_time``, all threads).
 
 Models:
 
@@ -24,8 +26,9 @@ with torch-layout data runs). See docs/benchmarks.md for what the layouts cost o
 
 Writes bench/results/train_step.json (a panel of docs/benchmarks.png).
 
-Usage: ``python bench/train_step.py [--steps 10] [--rounds 7] [--batch 128] [--resnet-batch 16]
-[--resnet-sizes 32,64] [--resnet-steps 3] [--only mlp|cnn|resnet18] [--no-torch]``
+Usage: ``python bench/train_step.py [--steps 5] [--rounds 7] [--batch 128] [--resnet-batch 16]
+[--resnet-sizes 32,64] [--resnet-steps 1] [--resnet-rounds 11] [--only mlp|cnn|resnet18]
+[--no-torch] [--json PATH | --no-json]``
 """
 
 from __future__ import annotations
@@ -115,7 +118,8 @@ class FlaxCNN(fnn.Module):
 
 
 # ---- the steps --------------------------------------------------------------------------------
-Runner = Callable[[int], float]  # runs n steps, returns seconds per step (blocking on the result)
+# Runs n steps (blocking on the result); returns seconds per step: (wall, CPU of this process).
+Runner = Callable[[int], tuple[float, float]]
 
 
 def _loss(logits: jax.Array, y: jax.Array) -> jax.Array:
@@ -154,14 +158,14 @@ def flax_step(model: fnn.Module, opt: optax.GradientTransformation) -> Callable[
 def jax_runner(step: Callable[..., Any], carry: Any, x: jax.Array, y: jax.Array) -> Runner:
     state = [carry]
 
-    def run(steps: int) -> float:
+    def run(steps: int) -> tuple[float, float]:
         carry = state[0]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             carry, loss = step(carry, x, y)
         jax.block_until_ready((carry, loss))
         state[0] = carry
-        return (time.perf_counter() - t0) / steps
+        return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
     return run
 
@@ -174,15 +178,15 @@ def torch_runner(x: np.ndarray, y: np.ndarray) -> Runner:
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     tx, ty = torch.from_numpy(x.copy()), torch.from_numpy(y.astype(np.int64))
 
-    def run(steps: int) -> float:
-        t0 = time.perf_counter()
+    def run(steps: int) -> tuple[float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
         for _ in range(steps):
             opt.zero_grad(set_to_none=True)
             loss = torch.nn.functional.cross_entropy(model(tx), ty)
             loss.backward()
             opt.step()
         loss.detach().item()  # blocks on the step (eager: already done)
-        return (time.perf_counter() - t0) / steps
+        return (time.perf_counter() - t0) / steps, (time.process_time() - c0) / steps
 
     return run
 
@@ -229,34 +233,43 @@ def runners(name: str, batch: int, size: int, torch: bool) -> dict[str, Runner]:
 def bench_case(
     name: str, batch: int, size: int, steps: int, rounds: int, warmup: int, torch: bool = True
 ) -> dict[str, float]:
-    """Median ms per step of each contender (``{label}_ms``) and the ratios jaxnets / each."""
+    """Per step, ms: each contender's median wall time (``{label}_ms``), best wall time
+    (``{label}_best_ms``) and median CPU time of this process (``{label}_cpu_ms``), and the
+    ratio of the medians jaxnets / each (``ratio_{label}``)."""
     runs = runners(name, batch, size, torch)
-    times: dict[str, list[float]] = {label: [] for label in runs}
+    times: dict[str, list[tuple[float, float]]] = {label: [] for label in runs}
+    order = list(runs)
     for r in range(warmup + rounds):  # interleaved: load on a shared machine hits all alike
-        for label, run in runs.items():
+        for label in order if r % 2 == 0 else order[::-1]:  # and none always runs first
+            run = runs[label]
             t = run(1 if r < warmup else steps)
             if r >= warmup:
                 times[label].append(t)
-    out = {f"{label}_ms": 1e3 * statistics.median(ts) for label, ts in times.items()}
+    out: dict[str, float] = {}
+    for label, ts in times.items():
+        out[f"{label}_ms"] = 1e3 * statistics.median(w for w, _ in ts)
+        out[f"{label}_best_ms"] = 1e3 * min(w for w, _ in ts)
+        out[f"{label}_cpu_ms"] = 1e3 * statistics.median(c for _, c in ts)
     for label in runs:
         if label != "jaxnets":
             out[f"ratio_{label}"] = out["jaxnets_ms"] / out[f"{label}_ms"]
     return out
 
 
-def _cases(args: argparse.Namespace) -> list[tuple[str, str, int, int, int]]:
-    """(model, row label, batch, image size, steps per round) for each row of the table."""
-    cases = [("mlp", f"MLP 784-512-512-10, batch {args.batch}", args.batch, 0, args.steps),
-             ("cnn", f"CNN, batch {args.batch}, 32x32", args.batch, 32, args.steps)]
+def _cases(args: argparse.Namespace) -> list[tuple[str, str, int, int, int, int]]:
+    """(model, row label, batch, image size, steps per round, rounds) for each row of the table."""
+    cases = [("mlp", f"MLP 784-512-512-10, batch {args.batch}", args.batch, 0, args.steps, args.rounds),
+             ("cnn", f"CNN, batch {args.batch}, 32x32", args.batch, 32, args.steps, args.rounds)]
     for size in args.resnet_sizes:
         label = f"ResNet-18, batch {args.resnet_batch}, {size}x{size}"
-        cases.append(("resnet18", label, args.resnet_batch, size, args.resnet_steps))
+        cases.append(("resnet18", label, args.resnet_batch, size, args.resnet_steps,
+                      args.resnet_rounds))
     return [c for c in cases if not args.only or c[0] == args.only]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=10, help="steps per timed round (MLP, CNN)")
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed round (MLP, CNN)")
     parser.add_argument(
         "--rounds", type=int, default=7, help="interleaved rounds per library (median)"
     )
@@ -267,7 +280,11 @@ def main(argv: list[str] | None = None) -> int:
         "--resnet-sizes", type=lambda s: [int(v) for v in s.split(",")], default=[32, 64],
         help="ResNet-18 image sizes, comma-separated (one row each)",
     )
-    parser.add_argument("--resnet-steps", type=int, default=3, help="steps per timed round")
+    parser.add_argument("--resnet-steps", type=int, default=1, help="steps per timed round")
+    parser.add_argument(
+        "--resnet-rounds", type=int, default=11,
+        help="ResNet-18 rounds (many short ones: finer interleaving on a shared machine)",
+    )
     parser.add_argument("--only", choices=("mlp", "cnn", "resnet18"), default=None)
     parser.add_argument("--no-torch", action="store_true", help="leave out the torch eager line")
     parser.add_argument("--json", type=Path, default=HERE / "results" / "train_step.json",
@@ -277,18 +294,27 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"backend: {jax.default_backend()} ({jax.devices()[0].device_kind}), "
-        f"{args.rounds} rounds, median per step; jaxnets / each contender"
+        f"median per step over interleaved rounds ({args.rounds} x {args.steps} steps; ResNet-18 "
+        f"{args.resnet_rounds} x {args.resnet_steps}); jaxnets / each contender"
     )
     short = {"jaxnets": "jaxnets", "flax": "flax", "flax_nchw": "flax NCHW", "torch": "torch"}
     print(f"{'model':<31}" + "".join(f"{v + ' ms':>13}" for v in short.values())
           + "".join(f"{'/ ' + v:>12}" for k, v in short.items() if k != "jaxnets"))
     groups: dict[str, dict[str, float]] = {}
-    for name, label, batch, size, steps in _cases(args):
-        r = bench_case(name, batch, size, steps, args.rounds, args.warmup, not args.no_torch)
+    for name, label, batch, size, steps, rounds in _cases(args):
+        r = bench_case(name, batch, size, steps, rounds, args.warmup, not args.no_torch)
         times = [f"{r[k + '_ms']:>13.2f}" if k + "_ms" in r else f"{'':>13}" for k in short]
         ratios = [f"{r['ratio_' + k]:>11.3f}x" if "ratio_" + k in r else f"{'':>12}"
                   for k in short if k != "jaxnets"]
         print(f"{label:<31}" + "".join(times) + "".join(ratios), flush=True)
+        # Less disturbed by other processes on a shared machine: best wall time, median CPU time.
+        for kind in ("best", "cpu"):
+            print(f"{'  ' + kind + ' ms, jaxnets / each':<31}" + "".join(
+                f"{r[f'{k}_{kind}_ms']:>13.2f}" if f"{k}_{kind}_ms" in r else f"{'':>13}" for k in short
+            ) + "".join(
+                f"{r[f'jaxnets_{kind}_ms'] / r[f'{k}_{kind}_ms']:>11.3f}x" if f"{k}_{kind}_ms" in r
+                else f"{'':>12}" for k in short if k != "jaxnets"
+            ))
         groups[label] = {LABELS[k]: r[k + "_ms"] for k in LABELS if k + "_ms" in r}
     if not args.no_json and groups:
         from chart import write_results

@@ -90,7 +90,7 @@ def test_wide_panels_take_a_row_of_their_own_and_narrow_ones_pair_up() -> None:
     chart = _chart()
     n = chart.WIDE
     assert chart.layout([2, 3, 2]) == [(0, 0, 1), (0, 1, 1), (1, 0, 1)]
-    assert chart.layout([2, n + 1, 3, 3, n + 5]) == [(0, 0, 1), (1, 0, 2), (2, 0, 1), (2, 1, 1), (3, 0, 2)]
+    assert chart.layout([2, n + 1, 3, 3, n + 5]) == [(0, 0, 1), (1, 0, 2), (0, 1, 1), (2, 0, 1), (3, 0, 2)]
     assert chart.layout([n]) == [(0, 0, 1)]
 
 

@@ -34,7 +34,7 @@ def test_the_mlp_row_is_printed_and_written_for_the_chart(tmp_path: Path) -> Non
 @pytest.mark.slow
 def test_resnet18_rows_have_flax_in_both_layouts_and_torch_as_reference(tmp_path: Path) -> None:
     stdout, data = _run(tmp_path, "--only", "resnet18", "--resnet-batch", "2", "--resnet-sizes", "32",
-                        "--resnet-steps", "1")
+                        "--resnet-steps", "1", "--resnet-rounds", "1")
     assert "ResNet-18, batch 2, 32x32" in stdout
     assert data["groups"]["ResNet-18, batch 2, 32x32"].keys() == {
         "jaxnets", "flax.linen", "flax.linen, NCHW data", "torch eager"}
