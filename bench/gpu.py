@@ -23,7 +23,8 @@ repetition; the first repetition warms up and is dropped; reported: medians. Fil
 ``/dev/shm`` when it exists (the device transfers are under test, not the disk; ``--dir``
 changes it; without room there, the system's temporary folder). Prints a table and writes bench/results/gpu.json (a panel of docs/benchmarks.png).
 
-Run on a GPU machine: ``python bench/gpu.py`` (about 2 minutes on one H100 at ``--scale 1``).
+Run on a GPU machine: ``python bench/gpu.py`` (not yet run on a GPU; the same work on the CPU
+backend, ``--device cpu`` at ``--scale 1``, takes 2 minutes on the 2-core project machine).
 Debug the code paths without a GPU: ``python bench/gpu.py --device cpu --scale 0.05`` (the CPU
 backend with two host devices; writes no results unless ``--json PATH``).
 """
