@@ -87,6 +87,8 @@ def to_numpy(value: Any) -> Any:
 
     Raises:
       ValueError: a torch tensor that :func:`torch_problem` refuses.
+      TypeError: a value that is no array (a ``jax.ShapeDtypeStruct``, an arbitrary object):
+        numpy would silently make a 0-d object array of it.
     """
     if isinstance(value, jax.Array):
         if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
@@ -109,7 +111,14 @@ def to_numpy(value: Any) -> Any:
             shape = (*packed.shape[:-1], 2 * packed.shape[-1]) if packed.ndim else (2,)
             return pairs.reshape(shape).view(jnp.dtype("float4_e2m1fn"))
         return t.numpy()
-    return np.asarray(value)
+    arr = np.asarray(value)
+    if arr.dtype == object:  # an abstract value (jax.ShapeDtypeStruct), a tracer, a dict...
+        raise TypeError(
+            f"a state_dict value must be an array (numpy, jax or torch) or a number, got "
+            f"{type(value).__name__}: {value!r:.80}. For shapes without values, "
+            "use jax.eval_shape and jaxnets.flatten, or jaxnets.check_state_dict."
+        )
+    return arr
 
 
 def torch_dtype_name(dtype: Any) -> str | None:

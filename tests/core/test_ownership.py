@@ -76,3 +76,9 @@ def test_strict_false_fallback_values_from_a_numpy_template_are_copied():
         out = jaxnets.load_state_dict(template, {"a": np.full(2, 3.0, np.float32)}, strict=False)
     template["b"][:] = 9.0
     np.testing.assert_array_equal(out["b"], np.ones(2))
+
+
+def test_a_state_dict_of_abstract_values_is_a_clear_error_not_object_arrays():
+    model = nn.Linear(2, 3)
+    with pytest.raises(TypeError, match=r"must be an array .* got ShapeDtypeStruct"):
+        jaxnets.state_dict(*jax.eval_shape(model.init, jax.random.key(0)))
