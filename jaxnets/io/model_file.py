@@ -14,7 +14,8 @@ import datetime
 import importlib.metadata
 import os
 import platform
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import jax
@@ -23,11 +24,12 @@ import numpy as np
 from jaxnets.core import registry
 from jaxnets.core.model import is_model
 from jaxnets.core.state_dict import _merge, model_order, to_numpy
-from jaxnets.core.structure import LeafInfo, leaf_info
+from jaxnets.core.structure import LeafInfo, dtype_name, leaf_info
 from jaxnets.core.tree import _children, flatten, tree_spec
 from jaxnets.errors import JaxnetsError, RegistryError
 from jaxnets.io import format as fmt
-from jaxnets.io import leaves
+from jaxnets.io import _shards, leaves
+from jaxnets.io._layout import _no_gc
 from jaxnets.io import model_checks as checks
 from jaxnets.io.loaded_model import LoadedModel
 from jaxnets.io.loading import load
@@ -66,29 +68,56 @@ def provenance() -> dict[str, Any]:
 def tensor_sources(flat: Mapping[str, Any], group: str) -> list[fmt.TensorSource]:
     """One :class:`~jaxnets.io.format.TensorSource` per leaf of a flat dict; nothing is copied yet.
 
+    Each leaf is converted while it is written, one at a time, so a tree on a device is never
+    copied to the host at once; a jax array spread over several processes gives its local blocks
+    (``TensorSource.blocks``) instead.
+
     Raises:
       JaxnetsError: a leaf's dtype cannot be stored (naming the key).
     """
-    out = []
+    out: list[fmt.TensorSource] = []
     bad = []
-    for key, value in flat.items():
-        if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-            impl = str(jax.random.key_impl(value))
-            data = jax.random.key_data(value)
-            out.append(
-                fmt.TensorSource(key, group, "uint32", tuple(data.shape), _getter_key(value), impl)
-            )
-            continue
-        if (
-            type(value) is np.ndarray
-        ):  # the common case, without leaf_info's generality (2000 leaves)
-            info = LeafInfo(value.shape, _dtype_name(value.dtype))
-        else:
-            info = leaf_info(value)
-        if info.dtype not in fmt._dtypes():
-            bad.append(f"  {key}: dtype {info.dtype}")
-            continue
-        out.append(fmt.TensorSource(key, group, info.dtype, info.shape, _getter(value, info.dtype)))
+    stored = fmt._dtypes()
+    # {numpy dtype: (name, stored dtype or None, whether arrays of it are stored as they are)}
+    seen: dict[np.dtype, tuple[str, np.dtype | None, bool]] = {}
+    source = partial(tuple.__new__, fmt.TensorSource)  # TensorSource(...) without its Python __new__
+    # 20,000 small leaves: no cyclic GC passes over the objects made here, numpy checked before
+    # jax, and no closure per leaf (bound methods and partials are made in C).
+    with _no_gc():
+        for key, value in flat.items():
+            if type(value) is np.ndarray:
+                dt = value.dtype
+                known = seen.get(dt)
+                if known is None:
+                    name = dtype_name(dt)
+                    want = stored.get(name)
+                    known = seen[dt] = (name, want, want is not None and dt == want)
+                name, want, same = known
+                if same:  # the array itself (byte order included): no conversion
+                    out.append(source((key, group, name, value.shape, value.__array__, None, None)))
+                elif want is None:
+                    bad.append(f"  {key}: dtype {name}")
+                else:
+                    get = partial(_as_stored, value, want)
+                    out.append(fmt.TensorSource(key, group, name, value.shape, get))
+            elif isinstance(value, jax.Array):
+                impl = None
+                if jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+                    impl = str(jax.random.key_impl(value))
+                    value = jax.random.key_data(value)
+                name = dtype_name(value.dtype)
+                if name not in stored:
+                    bad.append(f"  {key}: dtype {name}")
+                else:
+                    out.append(_jax_source(key, group, name, value, impl))
+            else:
+                info = leaf_info(value)
+                want = stored.get(info.dtype)
+                if want is None:
+                    bad.append(f"  {key}: dtype {info.dtype}")
+                else:
+                    get = partial(_as_stored, value, want)
+                    out.append(fmt.TensorSource(key, group, info.dtype, info.shape, get))
     if bad:
         raise JaxnetsError(
             "cannot store these entries (unsupported dtype):\n" + "\n".join(bad),
@@ -97,25 +126,27 @@ def tensor_sources(flat: Mapping[str, Any], group: str) -> list[fmt.TensorSource
     return out
 
 
-_DTYPE_NAMES: dict[np.dtype, str] = {}
+def _as_stored(value: Any, dtype: np.dtype) -> np.ndarray:
+    return np.asarray(to_numpy(value), dtype=dtype, order="C")
 
 
-def _dtype_name(dtype: np.dtype) -> str:
-    # np.dtype.name costs ~10 us (it walks numpy's type hierarchy); 2000 leaves share a few dtypes.
-    name = _DTYPE_NAMES.get(dtype)
-    if name is None:
-        name = _DTYPE_NAMES.setdefault(dtype, dtype.name)
-    return name
+def _jax_source(
+    key: str, group: str, dtype: str, value: jax.Array, impl: str | None
+) -> fmt.TensorSource:
+    shape = tuple(value.shape)
+    if value.is_fully_addressable:
+        return fmt.TensorSource(key, group, dtype, shape, partial(_shards.assemble, value), impl)
+    return fmt.TensorSource(
+        key, group, dtype, shape, partial(_spread, key), impl, partial(_shards.local_blocks, value)
+    )
 
 
-def _getter(value: Any, dtype: str) -> Callable[[], np.ndarray]:
-    # Converted one leaf at a time while streaming, so a tree on a device is never copied to the
-    # host all at once.
-    return lambda: np.asarray(to_numpy(value), dtype=fmt.storage_dtype(dtype), order="C")
-
-
-def _getter_key(value: jax.Array) -> Callable[[], np.ndarray]:
-    return lambda: np.asarray(jax.random.key_data(value), order="C")
+def _spread(key: str) -> np.ndarray:
+    raise JaxnetsError(
+        f"{key}: this array is spread over several processes; only a save from every process of "
+        "the job can store it (see docs/multihost.md).",
+        path=key,
+    )
 
 
 def _flat_weights(params: Any, state: Any) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -123,7 +154,7 @@ def _flat_weights(params: Any, state: Any) -> tuple[dict[str, Any], dict[str, An
     if (
         isinstance(params, Mapping)
         and state is None
-        and all(_children(v) is None for v in params.values())
+        and all(type(v) is np.ndarray or _children(v) is None for v in params.values())
     ):
         return {
             str(k): v for k, v in params.items()
