@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jax
 import numpy as np
 
 from jaxnets.io import _layout
+
+if TYPE_CHECKING:  # arrays come from the caller: this module never imports jax (file reads)
+    import jax
 
 __all__ = ["Index", "assemble", "block_shape", "file_pieces", "host", "local_blocks", "normalize", "runs"]
 
@@ -134,6 +136,8 @@ def local_blocks(x: jax.Array) -> list[tuple[Index, Any]]:
 def assemble(x: jax.Array) -> np.ndarray:
     """A fully addressable jax array's whole value on the host, from its shards (one copy, not
     cached on ``x``; a single-device array on CPU is a view, no copy)."""
+    if x.sharding.num_devices == 1:  # the common case, without building Shard objects
+        return host(x)
     blocks = local_blocks(x)
     if len(blocks) == 1 and block_shape(blocks[0][0]) == tuple(x.shape):
         return host(blocks[0][1])

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from jaxnets.core import registry
+from jaxnets.core.placement import Device, Placer
 from jaxnets.core.structure import LeafInfo, compare, leaf_info
 from jaxnets.core.tree import flatten, map_with_keys, spec_keys, tree_from_spec, tree_spec
 from jaxnets.errors import FileFormatError, JaxnetsError, RegistryError
@@ -186,12 +187,50 @@ def _loaded_infos(flat: Mapping[str, Any], targets: Mapping[str, np.dtype]) -> d
     }
 
 
+# --- sharded loads --------------------------------------------------------------------------------
+def _ranged(
+    place: Placer, kinds: Mapping[str, leaves.GroupLeaves], infos: Mapping[str, Mapping[str, LeafInfo]]
+) -> dict[str, dict[str, Any]]:
+    """``{group: {key: Sharding}}`` of the jax leaves the placer gives a sharding."""
+    out: dict[str, dict[str, Any]] = {}
+    for group, by_key in infos.items():
+        out[group] = {}
+        for k, info in by_key.items():
+            if kinds[group].kind(k) != "jax":
+                continue
+            s = place.sharding(k, info)
+            if s is not None:
+                out[group][k] = s
+    return out
+
+
+def _read_ranged(
+    reader: Reader,
+    group: str,
+    ranged: Mapping[str, Mapping[str, Any]],
+    flat: Mapping[str, Any],
+    targets: Mapping[str, np.dtype] | None,
+    verify: bool,
+    *,
+    castable: bool,
+) -> dict[str, Any]:
+    """``flat`` with the group's ranged leaves read shard by shard, in the file's order."""
+    built = {
+        k: reader._read_sharded(k, group, s, verify=verify, convert=leaves.cast_block(
+            k, None if targets is None else targets.get(k), reader.path, castable=castable))
+        for k, s in ranged[group].items()
+    }  # fmt: skip
+    out = {k: built[k] if k in built else flat[k] for k in reader.keys(group)}
+    out.update((k, v) for k, v in flat.items() if k not in out)  # Python scalars, after the tensors
+    return out
+
+
 # --- load -----------------------------------------------------------------------------------------
 def load(
     path: str | os.PathLike[str],
     *,
     dtype: leaves.DtypePolicy = None,
-    device: leaves.Placement = None,
+    device: Device | None = None,
     sharding: Any = None,
     verify: bool = True,
 ) -> LoadedModel:
@@ -210,10 +249,18 @@ def load(
         scalars and the optimizer state are never cast. 64-bit entries that jax (without x64)
         cannot hold bit for bit are an error unless a pattern casts them; exact ones (int64
         counters) become 32-bit. numpy leaves stay numpy (and 64-bit).
-      device: where to put the jax arrays: None (jax's default device), ``"cpu"``, or a
-        ``jax.Device``.
-      sharding: a ``jax.sharding.Sharding`` for every jax leaf, or ``fn(key, LeafInfo) -> Sharding``.
-      verify: check every checksum and padding byte (default True).
+      device: where to put the jax arrays: None (jax's default device), ``"cpu"`` (this
+        process's first CPU device; also ``"gpu"``, ``"tpu"``), or a ``jax.Device``.
+      sharding: a ``jax.sharding.Sharding`` for every jax leaf, or ``fn(key, LeafInfo) ->
+        Sharding | None`` (None: the default device). Each leaf given a sharding is built from
+        range reads of its own shards (``jax.make_array_from_callback``): a process reads only
+        the bytes of its shards, and never maps the file or holds a whole array it was not
+        given (docs/multihost.md). Not when older layer versions are upgraded (upgrades need
+        whole arrays): then the arrays are read whole and placed.
+      verify: check every checksum and padding byte (default True). A checksum covers a whole
+        tensor: for a leaf read shard by shard, every process streams all of that tensor's bytes
+        through a 16 MiB buffer to check it (the page cache holds them, not the process).
+        ``verify=False`` reads only each process's shards (padding still checked elsewhere).
 
     Returns:
       A :class:`LoadedModel` whose leaves are what was saved: jax arrays as jax arrays (on
@@ -274,7 +321,13 @@ def load(
         if check_opt:
             _check_opt(optimizer, template.params, got, opt_got, trees["opt_state"], file, upgraded=False)
 
-    data = reader.read_all(verify=verify)
+    # With a sharding, each jax leaf is built from range reads of its own shards: no process maps
+    # the file or holds a whole array it was not given. Upgrades rewrite whole arrays: not then.
+    ranged = _ranged(place, kinds, {
+        "model": got or _stored_infos(index["model"], kinds["model"], targets),
+        "opt_state": opt_got or _stored_infos(index["opt_state"], kinds["opt_state"], {}),
+    }) if sharding is not None and not plan else {}  # fmt: skip
+    data = reader.read_all(verify=verify, skip=ranged)
     flat: dict[str, Any] = {**data["model"], **kinds["model"].py}
     if plan and template is not None:
         flat = migrations.upgrade(flat, plan, file)
@@ -285,6 +338,8 @@ def load(
         if check_opt:
             _check_opt(optimizer, template.params, got, opt_got, trees["opt_state"], file, upgraded=True)
     flat = leaves.finish(flat, kinds["model"], targets, place, file)
+    if ranged:
+        flat = _read_ranged(reader, "model", ranged, flat, targets, verify, castable=cast is not None)
 
     if plan and template is not None:  # the stored structure is the old layout's: use the model's
         params, state = (map_with_keys(lambda k, _: flat[k], t) for t in template[:2])
@@ -303,6 +358,8 @@ def load(
         opt_flat = leaves.finish(
             {**data["opt_state"], **kinds["opt_state"].py}, kinds["opt_state"], None, place, file
         )
+        if ranged:
+            opt_flat = _read_ranged(reader, "opt_state", ranged, opt_flat, None, verify, castable=False)
         opt_state = _build(trees["opt_state"], opt_flat, file, "optimizer state")
     return LoadedModel(
         model,

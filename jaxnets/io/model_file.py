@@ -23,6 +23,7 @@ import numpy as np
 
 from jaxnets.core import registry
 from jaxnets.core.model import is_model
+from jaxnets.core.progress import check_progress
 from jaxnets.core.state_dict import _merge, model_order, to_numpy
 from jaxnets.core.structure import LeafInfo, dtype_name, leaf_info
 from jaxnets.core.tree import _children, flatten, tree_spec
@@ -203,6 +204,7 @@ def save(
     optimizer: Any = None,
     metadata: Any = None,
     fsync: bool = True,
+    progress: bool | None = None,
 ) -> None:
     """Saves a complete model: config, params, buffers, optionally optimizer and its state.
 
@@ -212,6 +214,12 @@ def save(
     bool/int/float/str). Before anything is written, params and state are checked against the
     model's ``init`` (and ``opt_state`` against ``optimizer.init(params)``) by the rules
     :func:`load` applies, so a file that would not load is never written.
+
+    Leaves are copied to the host one at a time while they are written (a model on devices needs
+    host memory for its largest leaf, not for all of it). Arrays spread over the processes of a
+    ``jax.distributed`` job are saved by every process together into one file on a shared
+    filesystem, each process writing its own shards (docs/multihost.md): call ``save`` on every
+    process with the same arguments.
 
     Args:
       path: the destination, replaced atomically (a failed save leaves the old file intact).
@@ -224,15 +232,23 @@ def save(
       metadata: plain data (numbers, strings, lists, str-keyed dicts, small numpy arrays) or
         registered objects (e.g. a preprocessor with mean/std).
       fsync: flush to disk before the rename (default True).
+      progress: a progress bar counted in bytes, on standard error: None (default) shows one
+        for files of 1 GiB or more when standard error is a terminal; True always, False never
+        (tqdm's bar when tqdm is installed). In a job of several processes, process 0 shows it.
 
     Raises:
-      TypeError: ``model`` is not a model or ``optimizer`` not an optimizer.
+      TypeError: ``model`` is not a model or ``optimizer`` not an optimizer, or ``progress`` is
+        not None/True/False.
       StateDictError: params/state do not fit the model, or opt_state the optimizer (listing
         every problem); nothing is written.
       RegistryError: the model, optimizer or something in metadata is not registered.
-      JaxnetsError: a leaf cannot be stored (unsupported dtype, non-str/int key).
+      JaxnetsError: a leaf cannot be stored (unsupported dtype, non-str/int key); or, saving
+        from several processes, they save different trees or different values of a leaf that
+        is not spread over them, or the path is not shared by all of them (naming the keys).
+      FileWriteError: the operating system refused a write; the destination is unchanged.
     """
     file = os.fspath(path)
+    check_progress(progress)
     if not is_model(model):
         raise TypeError(
             f"save: model must be a model (a jaxnets.nn.Module, or an object with init, apply and "
@@ -300,7 +316,7 @@ def save(
     stored_leaves = {g: s for g, s in stored_leaves.items() if s}
     if stored_leaves:  # absent when every leaf is a jax array: such files read as 0.1 wrote them
         fields["leaves"] = stored_leaves
-    fmt.write_file(path, sources, fields, fsync=fsync)
+    _write(path, sources, fields, fsync=fsync, progress=progress)
 
 
 def save_state_dict(
@@ -310,8 +326,12 @@ def save_state_dict(
     *,
     metadata: Any = None,
     fsync: bool = True,
+    progress: bool | None = None,
 ) -> None:
     """Saves weights only: a flat state_dict, or params (and buffers) as any pytree.
+
+    Leaves are written as :func:`save` writes them (one at a time; arrays spread over several
+    processes by all of them into one file).
 
     Args:
       path: the destination, replaced atomically.
@@ -321,10 +341,15 @@ def save_state_dict(
       state: buffers, merged into the same key namespace.
       metadata: as for :func:`save`.
       fsync: flush to disk before the rename (default True).
+      progress: a progress bar, as for :func:`save`.
 
     Raises:
-      JaxnetsError: a leaf cannot be stored. RegistryError: metadata is not storable.
+      JaxnetsError: a leaf cannot be stored, or a save from several processes cannot be done
+        (as for :func:`save`). RegistryError: metadata is not storable.
+      FileWriteError: the operating system refused a write; the destination is unchanged.
+      TypeError: ``progress`` is not None, True or False.
     """
+    check_progress(progress)
     flat, trees = _flat_weights(params, state)
     meta_cfg = None if metadata is None else registry.to_config(metadata, path="metadata")
     sources, kinds = _stored(flat, "model")
@@ -339,4 +364,19 @@ def save_state_dict(
     }
     if kinds.to_header():
         fields["leaves"] = {"model": kinds.to_header()}
-    fmt.write_file(path, sources, fields, fsync=fsync)
+    _write(path, sources, fields, fsync=fsync, progress=progress)
+
+
+def _write(
+    path: str | os.PathLike[str],
+    sources: list[fmt.TensorSource],
+    fields: dict[str, Any],
+    *,
+    fsync: bool,
+    progress: bool | None,
+) -> None:
+    """One process streams the file; arrays spread over processes are written by all of them."""
+    if any(s.blocks is not None for s in sources):
+        fmt.write_spread(path, sources, fields, fsync=fsync, progress=progress)
+    else:
+        fmt.write_file(path, sources, fields, fsync=fsync, progress=progress)
