@@ -78,6 +78,10 @@ class Progress:
         elif time.monotonic() - self._drawn >= 0.2 or self._done >= self.total:
             self._draw()
 
+    def complete(self) -> None:
+        """Counts what is left as done (work whose last part is not counted byte by byte)."""
+        self.update(self.total - self._done)
+
     def close(self) -> None:
         """Ends the bar (its last state stays on screen)."""
         if self._stream is None:

@@ -115,12 +115,8 @@ def write_spread(
         crcs: dict[int, bytes] = {}
         total = 0
         if me == 0:  # what process 0 writes, then what it reads back
-            sizes = _dtypes()
             total = sum(p.lengths[i] for i in local) + sum(p.lengths[i] for i in spread)
-            total += sum(
-                math.prod(_shards.block_shape(index)) * sizes[tensors[i].dtype].itemsize
-                for i in spread for index, _ in tensors[i].blocks()  # type: ignore[misc]
-            )  # fmt: skip
+            total += _own_bytes(tensors, spread)
         with _progress.progress(total, f"saving {file}", progress if me == 0 else False) as bar:
 
             def write() -> str:
@@ -161,7 +157,18 @@ def _identity(tensors: Sequence[TensorSource], fields: dict[str, Any]) -> str:
     return xxhash.xxh3_64_hexdigest(msgpack.packb([rest, index], use_bin_type=True))
 
 
-def _host(t: TensorSource, value: Any, shape: tuple[int, ...]) -> np.ndarray:
+def _own_bytes(tensors: Sequence[TensorSource], spread: list[int]) -> int:
+    """The bytes of this process's blocks of the spread tensors."""
+    sizes = _dtypes()
+    total = 0
+    for i in spread:
+        itemsize = sizes[tensors[i].dtype].itemsize
+        for index, _ in tensors[i].blocks():  # type: ignore[misc]
+            total += math.prod(_shards.block_shape(index)) * itemsize
+    return total
+
+
+def _host(t: TensorSource, value: Any, shape: tuple[int, ...]) -> memoryview:
     """A tensor's (or block's) bytes: C-contiguous, of the stored dtype and ``shape``."""
     arr = value if isinstance(value, np.ndarray) else _shards.host(value)
     want = _dtypes()[t.dtype]
@@ -170,7 +177,7 @@ def _host(t: TensorSource, value: Any, shape: tuple[int, ...]) -> np.ndarray:
             f"{t.key}: expected {t.dtype} {shape} while saving, got {arr.dtype} {arr.shape}.",
             path=t.key,
         )
-    return np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+    return memoryview(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))  # type: ignore[arg-type]
 
 
 def _write(

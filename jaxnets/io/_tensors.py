@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import xxhash
 
+from jaxnets.core.progress import Progress
 from jaxnets.errors import FileFormatError
 from jaxnets.io import _layout, _shards
 from jaxnets.io._header import check_identity, read_header
@@ -282,7 +283,11 @@ def read_tensors(
 
 
 def read_arrays(
-    header: Header, positions: Sequence[int] | None = None, *, verify: bool = True
+    header: Header,
+    positions: Sequence[int] | None = None,
+    *,
+    verify: bool = True,
+    progress: Progress | None = None,
 ) -> list[np.ndarray]:
     """Reads the tensors at ``positions`` (ascending; None: all) from one private memory map.
 
@@ -291,6 +296,9 @@ def read_arrays(
     array. Each tensor's padding and checksum are checked; with ``positions=None`` that is every
     byte of the data. Files are only ever replaced by rename (never truncated in place), so the
     mapping stays valid.
+
+    Args:
+      progress: counts the bytes checked (a bar shown while a large file is hashed).
 
     Returns:
       One array per position, of the stored dtype and shape (PRNG keys: their uint32 key data).
@@ -322,19 +330,27 @@ def read_arrays(
     raw = memoryview(mm)
     todo = list(todo)
     lengths, big = c.lengths, _layout.MAX_SEGMENT
+    bar = progress if progress is not None and progress.enabled else None
     if max(lengths[i] for i in todo) <= big:  # the common case: every tensor one segment
-        return _read_single(header, mm, raw, todo, verify)
+        return _read_single(header, mm, raw, todo, verify, bar)
     out: list[np.ndarray] = []
     for i in todo:
         if lengths[i] > big:
             out.append(_read_segments(header, raw, i, verify))
+            if bar is not None:
+                bar.update(lengths[i])
         else:
-            out += _read_single(header, mm, raw, [i], verify)
+            out += _read_single(header, mm, raw, [i], verify, bar)
     return out
 
 
 def _read_single(
-    header: Header, mm: mmap.mmap, raw: memoryview, todo: list[int], verify: bool
+    header: Header,
+    mm: mmap.mmap,
+    raw: memoryview,
+    todo: list[int],
+    verify: bool,
+    bar: Progress | None,
 ) -> list[np.ndarray]:
     """One-segment tensors as views of the mapping, every check done column-wise (C loops)."""
     c = header.columns
@@ -346,7 +362,13 @@ def _read_single(
     bad = len(todo) if all(ok) else ok.index(False)  # the first tensor with corrupted padding
     if verify:  # hashed up to there, so the error names the first corrupted tensor in the file
         digest = xxhash.xxh3_64_digest
-        got = [digest(raw[s:e]) for s, e in zip(starts[:bad], ends)]
+        if bar is None:
+            got = [digest(raw[s:e]) for s, e in zip(starts[:bad], ends)]
+        else:  # a large file: the hashing is the pass over its bytes that takes time
+            got = []
+            for s, e in zip(starts[:bad], ends):
+                got.append(digest(raw[s:e]))
+                bar.update(e - s)
         if got != [c.xxh3[i] for i in todo[:bad]]:
             key = c.keys[next(i for i, d in zip(todo, got) if d != c.xxh3[i])]
             raise _fail(

@@ -47,6 +47,7 @@ from jaxnets.io._layout import (
     prng_key_info,
     storage_dtype,
 )
+from jaxnets.io._spread import write_spread
 from jaxnets.io._tensors import (
     READ_AHEAD,
     STREAM_CHUNK,
@@ -60,7 +61,6 @@ from jaxnets.io._tensors import (
     verify_file,
     verify_streaming,
 )
-from jaxnets.io._spread import write_spread
 from jaxnets.io._writer import write_file
 
 __all__ = [

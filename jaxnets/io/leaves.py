@@ -29,7 +29,7 @@ import numpy as np
 
 from jaxnets.core import placement
 from jaxnets.core.placement import Device, Placer
-from jaxnets.core.structure import LeafInfo, dtype_name, leaf_info
+from jaxnets.core.structure import LeafInfo, dtype_name
 from jaxnets.errors import FileFormatError, JaxnetsError
 from jaxnets.io._layout import _no_gc
 

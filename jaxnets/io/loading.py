@@ -17,8 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from jaxnets.core import progress as _progress
 from jaxnets.core import registry
 from jaxnets.core.placement import Device, Placer
+from jaxnets.core.progress import check_progress
 from jaxnets.core.structure import LeafInfo, compare, leaf_info
 from jaxnets.core.tree import flatten, map_with_keys, spec_keys, tree_from_spec, tree_spec
 from jaxnets.errors import FileFormatError, JaxnetsError, RegistryError
@@ -207,20 +209,30 @@ def _ranged(
 def _read_ranged(
     reader: Reader,
     group: str,
-    ranged: Mapping[str, Mapping[str, Any]],
-    flat: Mapping[str, Any],
+    shardings: Mapping[str, Any],
     targets: Mapping[str, np.dtype] | None,
     verify: bool,
+    bar: _progress.Progress,
     *,
     castable: bool,
 ) -> dict[str, Any]:
-    """``flat`` with the group's ranged leaves read shard by shard, in the file's order."""
-    built = {
-        k: reader._read_sharded(k, group, s, verify=verify, convert=leaves.cast_block(
-            k, None if targets is None else targets.get(k), reader.path, castable=castable))
-        for k, s in ranged[group].items()
-    }  # fmt: skip
-    out = {k: built[k] if k in built else flat[k] for k in reader.keys(group)}
+    """``{key: jax.Array}`` of a group's leaves given a sharding, each read shard by shard."""
+    out = {}
+    for k, s in shardings.items():
+        convert = leaves.cast_block(k, None if targets is None else targets.get(k), reader.path, castable=castable)
+        out[k] = reader._read_sharded(k, group, s, verify=verify, convert=convert)
+        bar.update(reader.tensor_nbytes(k, group))
+    return out
+
+
+def _in_file_order(
+    reader: Reader, group: str, flat: Mapping[str, Any], built: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """``flat`` with the group's leaves read shard by shard, tensors in the file's order."""
+    ranged = built.get(group)
+    if not ranged:
+        return dict(flat)
+    out = {k: ranged[k] if k in ranged else flat[k] for k in reader.keys(group)}
     out.update((k, v) for k, v in flat.items() if k not in out)  # Python scalars, after the tensors
     return out
 
@@ -233,6 +245,7 @@ def load(
     device: Device | None = None,
     sharding: Any = None,
     verify: bool = True,
+    progress: bool | None = None,
 ) -> LoadedModel:
     """Loads a complete model file (or a weights-only one) written by :func:`save`.
 
@@ -261,6 +274,9 @@ def load(
         tensor: for a leaf read shard by shard, every process streams all of that tensor's bytes
         through a 16 MiB buffer to check it (the page cache holds them, not the process).
         ``verify=False`` reads only each process's shards (padding still checked elsewhere).
+      progress: a progress bar counted in bytes read and checked, on standard error: None
+        (default) shows one for files of 1 GiB or more when standard error is a terminal; True
+        always, False never (tqdm's bar when tqdm is installed).
 
     Returns:
       A :class:`LoadedModel` whose leaves are what was saved: jax arrays as jax arrays (on
@@ -278,6 +294,7 @@ def load(
         listing every missing, unexpected, misshapen and mistyped entry.
       JaxnetsError: a 64-bit entry jax cannot hold exactly without x64 (naming the key).
     """
+    check_progress(progress)
     cast, place = leaves.dtype_policy(dtype), leaves.placer(device, sharding)
     reader = Reader(path)
     file = reader.path
@@ -327,7 +344,14 @@ def load(
         "model": got or _stored_infos(index["model"], kinds["model"], targets),
         "opt_state": opt_got or _stored_infos(index["opt_state"], kinds["opt_state"], {}),
     }) if sharding is not None and not plan else {}  # fmt: skip
-    data = reader.read_all(verify=verify, skip=ranged)
+    with _progress.progress(reader.nbytes, f"loading {file}", progress) as bar:
+        data = reader.read_all(verify=verify, skip=ranged, progress=bar)
+        built = {
+            g: _read_ranged(reader, g, by_key, None if g == "opt_state" else targets, verify, bar,
+                            castable=g == "model" and cast is not None)
+            for g, by_key in ranged.items()
+        }  # fmt: skip
+        bar.complete()
     flat: dict[str, Any] = {**data["model"], **kinds["model"].py}
     if plan and template is not None:
         flat = migrations.upgrade(flat, plan, file)
@@ -337,9 +361,7 @@ def load(
         _check_model(template, got, targets, file, upgraded=True)
         if check_opt:
             _check_opt(optimizer, template.params, got, opt_got, trees["opt_state"], file, upgraded=True)
-    flat = leaves.finish(flat, kinds["model"], targets, place, file)
-    if ranged:
-        flat = _read_ranged(reader, "model", ranged, flat, targets, verify, castable=cast is not None)
+    flat = _in_file_order(reader, "model", leaves.finish(flat, kinds["model"], targets, place, file), built)
 
     if plan and template is not None:  # the stored structure is the old layout's: use the model's
         params, state = (map_with_keys(lambda k, _: flat[k], t) for t in template[:2])
@@ -358,8 +380,7 @@ def load(
         opt_flat = leaves.finish(
             {**data["opt_state"], **kinds["opt_state"].py}, kinds["opt_state"], None, place, file
         )
-        if ranged:
-            opt_flat = _read_ranged(reader, "opt_state", ranged, opt_flat, None, verify, castable=False)
+        opt_flat = _in_file_order(reader, "opt_state", opt_flat, built)
         opt_state = _build(trees["opt_state"], opt_flat, file, "optimizer state")
     return LoadedModel(
         model,

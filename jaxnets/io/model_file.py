@@ -28,10 +28,10 @@ from jaxnets.core.state_dict import _merge, model_order, to_numpy
 from jaxnets.core.structure import LeafInfo, dtype_name, leaf_info
 from jaxnets.core.tree import _children, flatten, tree_spec
 from jaxnets.errors import JaxnetsError, RegistryError
-from jaxnets.io import format as fmt
 from jaxnets.io import _shards, leaves
-from jaxnets.io._layout import _no_gc
+from jaxnets.io import format as fmt
 from jaxnets.io import model_checks as checks
+from jaxnets.io._layout import _no_gc
 from jaxnets.io.loaded_model import LoadedModel
 from jaxnets.io.loading import load
 

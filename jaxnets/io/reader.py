@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxnets.core.progress import Progress
 from jaxnets.core.structure import LeafInfo
 from jaxnets.errors import FileFormatError
 from jaxnets.io import _shards
@@ -274,6 +275,7 @@ class Reader(Mapping[str, Any]):
         *,
         verify: bool = True,
         skip: Mapping[str, Collection[str]] | None = None,
+        progress: Progress | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Reads every entry (of one group, or of all groups with every padding byte checked).
 
@@ -284,6 +286,7 @@ class Reader(Mapping[str, Any]):
           group: one group, or None for all.
           verify: check every checksum (padding is always checked).
           skip: ``{group: keys}`` not to read (``jaxnets.load`` reads them shard by shard).
+          progress: counts the bytes checked (:mod:`jaxnets.core.progress`).
 
         Returns:
           ``{group: {key: array}}``, each group in file order.
@@ -300,10 +303,10 @@ class Reader(Mapping[str, Any]):
                 if k not in skip.get(g, ())
             ]
             todo.sort()
-            for i, arr in zip(todo, fmt.read_arrays(h, todo, verify=verify)):
+            for i, arr in zip(todo, fmt.read_arrays(h, todo, verify=verify, progress=progress)):
                 out[h.columns.groups[i]][h.columns.keys[i]] = arr
         elif group is None:  # one pass over the whole file
-            arrays = fmt.read_arrays(h, None, verify=verify)
+            arrays = fmt.read_arrays(h, None, verify=verify, progress=progress)
             if not self._groups["opt_state"]:
                 out["model"] = dict(zip(h.columns.keys, arrays))
             else:
@@ -311,7 +314,7 @@ class Reader(Mapping[str, Any]):
                     out[g][k] = arr
         else:
             positions = self._group(group)  # ascending: file order
-            arrays = fmt.read_arrays(h, list(positions.values()), verify=verify)
+            arrays = fmt.read_arrays(h, list(positions.values()), verify=verify, progress=progress)
             out[group] = dict(zip(positions, arrays))
         if h.columns.prng_impls:
             for g, by_key in out.items():
