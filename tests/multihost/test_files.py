@@ -92,6 +92,10 @@ for verify in (True, False):
 loaded = jaxnets.load(os.path.join(OUT, "model.jnet"), sharding=sharding_fn(mesh, MODEL_SPECS))
 check(jaxnets.flatten(loaded.params), jaxnets.flatten(PARAMS), "model")
 assert loaded.model == MODEL
+cpu = jaxnets.load(path, device="cpu").params  # this process's CPU, not process 0's
+assert cpu["rows"].devices() == {jax.local_devices(backend="cpu")[0]}
+if PID == 0:  # a sharded load needs nothing from the other processes
+    check(jaxnets.load(path, sharding=sharding_fn(mesh, specs)).params, {"rows": REF["rows"][0]}, "alone")
 with jaxnets.open(path) as r:  # the whole file, every checksum
     r.verify()
     shard = r.get_tensor("cols", sharding=NamedSharding(mesh, P(None, ("a", "b"))))
@@ -140,6 +144,20 @@ state = MODEL.init(jax.random.key(0))[1]
 want = MODEL.apply(jax.tree.map(jnp.asarray, PARAMS), state, x)[0]
 got = loaded.model.apply(jax.tree.map(lambda a: jax.device_put(a, jax.devices()[0]), loaded.params), loaded.state, x)[0]
 assert np.array_equal(np.asarray(got), np.asarray(want))
+if {devices} > 1:  # one process saving the same tree writes the same layout, checksums and bytes
+    from jaxnets.io import format as fmt
+    tree = {{k: jax.make_array_from_callback(v.shape, NamedSharding(mesh, s), lambda i, v=v: v[i])
+            for k, (v, s) in REF.items()}}
+    key_data = np.asarray(jax.random.key_data(jax.random.split(jax.random.key(1), 4)))
+    tree["keys"] = jax.random.wrap_key_data(jnp.asarray(key_data), impl="threefry2x32")
+    tree["np_leaf"] = np.arange(5, dtype=np.int16)
+    tree["count"] = 3
+    jaxnets.save_state_dict(path + ".one", tree)
+    a, b = fmt.read_header(path), fmt.read_header(path + ".one")
+    assert a.columns == b.columns and a.data_start == b.data_start
+    assert {{k: v for k, v in a.fields.items() if k != "provenance"}} == {{k: v for k, v in b.fields.items() if k != "provenance"}}
+    assert open(path, "rb").read()[a.data_start:] == open(path + ".one", "rb").read()[b.data_start:]
+    os.unlink(path + ".one")
 print("RESULT ok")
 """
     assert "RESULT ok" in run_single(script, devices=devices)
@@ -175,12 +193,14 @@ print("LEFT", sorted(os.listdir(mine)))
         assert "LEFT []" in out  # no file, and process 0's temporary file is gone
 
 
-def test_a_leaf_that_differs_between_processes_is_refused_by_name(tmp_path):
+def test_what_one_file_cannot_hold_is_refused_on_every_process(tmp_path):
     # A per-process value (a numpy array, a key from fold_in(key, process_index)) cannot be one
-    # entry of one file: refused on every process, naming the keys, nothing written.
+    # entry of one file: refused on every process, naming the keys, nothing written. Then trees
+    # that differ; then a process that never calls save (the other times out, no hang).
     outs = run_job(
         BUILD
         + """
+import time
 mesh = mesh_of(jax.devices())
 value, spec = REF["rows"]
 tree = {"rows": jax.make_array_from_callback(value.shape, NamedSharding(mesh, spec), lambda i: value[i]),
@@ -192,6 +212,22 @@ except jaxnets.JaxnetsError as e:
     print("RAISED", e.path, "::", e)
 # Process 0 removed its temporary file before raising; process 1 may have raised before that.
 print("LEFT", sorted(os.listdir(OUT)) if PID == 0 else os.path.exists(os.path.join(OUT, "m.jnet")))
+del tree["seed"], tree["mine"]
+if PID == 1:
+    tree["extra"] = np.zeros(2, np.float32)
+try:
+    jaxnets.save_state_dict(os.path.join(OUT, "m.jnet"), tree)
+except jaxnets.JaxnetsError as e:
+    print("TREES", e)
+os.environ["JAXNETS_PROCESS_TIMEOUT"] = "3"
+if PID == 0:
+    try:
+        jaxnets.save_state_dict(os.path.join(OUT, "m.jnet"), {"rows": tree["rows"]})
+    except jaxnets.JaxnetsError as e:
+        print("ALONE", e)
+else:
+    time.sleep(6)  # alive, doing something else
+print("FINAL", sorted(os.listdir(OUT)))
 """,
         tmp_path,
         timeout=120,
@@ -199,7 +235,10 @@ print("LEFT", sorted(os.listdir(OUT)) if PID == 0 else os.path.exists(os.path.jo
     for out in outs:
         assert "RAISED seed :: " in out and "differ between the processes" in out
         assert "seed, mine" in out and "same" not in out.split("::")[1].split("nothing")[0]
+        assert "TREES" in out and "save different trees" in out
     assert "LEFT []" in outs[0] and "LEFT False" in outs[1]
+    assert "ALONE" in outs[0] and "process 1 did not reach step 'plan' within 3 s" in outs[0]
+    assert "FINAL []" in outs[0]
 
 
 _PEAK = """
@@ -207,6 +246,9 @@ import re, time
 def rss(field):
     return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1)) << 10
 def reset_peak():
+    import ctypes, gc
+    gc.collect()
+    ctypes.CDLL("libc.so.6").malloc_trim(0)  # memory freed earlier leaves the resident set first
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # VmHWM := VmRSS
 MiB = 1 << 20
@@ -230,7 +272,7 @@ leaves = {f"w{i}": jax.make_array_from_callback((1024, 16384), spec,
                                                 lambda idx, i=i: np.full((256, 16384), i, np.float32))
           for i in range(4)}
 jax.block_until_ready(leaves)
-before = rss("VmRSS"); reset_peak()
+reset_peak(); before = rss("VmRSS")
 jaxnets.save_state_dict(path, leaves)
 rise = rss("VmHWM") - before
 print(f"PEAK save rise={rise / MiB:.0f} MiB")
@@ -243,7 +285,7 @@ print("RESULT ok")
     loads = run_job(
         common
         + """
-before = rss("VmRSS"); reset_peak()
+reset_peak(); before = rss("VmRSS")
 got = jaxnets.load(path, sharding=spec).params
 jax.block_until_ready(got)
 rise = rss("VmHWM") - before
@@ -275,7 +317,7 @@ leaves = {{f"w{{i}}": jax.make_array_from_callback((1024, 16384), spec,
                                                 lambda idx, i=i: np.full((128, 16384), i, np.float32))
           for i in range(4)}}
 jax.block_until_ready(leaves)
-before = rss("VmRSS"); reset_peak()
+reset_peak(); before = rss("VmRSS")
 jaxnets.save_state_dict({str(tmp_path / "m.jnet")!r}, leaves)
 rise = rss("VmHWM") - before
 after = rss("VmRSS") - before
