@@ -36,6 +36,7 @@ from _multihost import run_job, run_single  # noqa: E402  (the one bounded launc
 MiB = 1 << 20
 GiB = 1 << 30
 BOUND = 256 * MiB
+RATIO = "jaxnets peak rise / bound"
 
 _COMMON = """
 import json, re, time
@@ -137,9 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             bound = m["held"] + BOUND
             print(_line(f"load (range reads), process {pid}: shards {m['held'] / MiB:.0f}", m, bound))
             failed |= m["rise"] > bound or not m["ok"]
-        groups["save, 2 processes"] = {"jaxnets": max(m["rise"] for m in saves) / MiB, "bound": BOUND / MiB}
-        groups["load, 2 processes"] = {"jaxnets": max(m["rise"] for m in loads) / MiB,
-                                       "bound": (loads[0]["held"] + BOUND) / MiB}  # fmt: skip
+        # The chart's panel: each peak rise as a fraction of its bound (at most 1 meets it).
+        groups["save, 2 processes"] = {RATIO: max(m["rise"] for m in saves) / BOUND}
+        groups["load, 2 processes"] = {RATIO: max(m["rise"] / (m["held"] + BOUND) for m in loads)}
         os.unlink(path)
 
         single = os.path.join(folder, "single.jnet")
@@ -149,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         print(_line(f"save, 1 process, 8 devices: largest leaf {one['largest'] / MiB:.0f}", one, bound))
         print(f"    host memory still held after the save: {one['kept'] / MiB:.0f} MiB")
         failed |= one["rise"] > bound
-        groups["save, 1 process"] = {"jaxnets": one["rise"] / MiB, "bound": bound / MiB}
+        groups["save, 1 process"] = {RATIO: one["rise"] / bound}
         os.unlink(single)
 
         if args.baseline > 0:
@@ -169,8 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(HERE))
         from chart import write_results
 
-        print("wrote", write_results("memory", f"Peak host memory rise, {args.size:g} GiB model (MiB)",
-                                     groups, unit="MiB"))  # fmt: skip
+        print("wrote", write_results("memory", f"Peak host memory rise / its bound, {args.size:g} GiB model",
+                                     groups, unit="x"))  # fmt: skip
     if failed:
         print("a bound was not met", file=sys.stderr)
     return 1 if failed else 0

@@ -305,11 +305,14 @@ def finish(
     targets: Mapping[str, np.dtype] | None,
     place: Placer,
     file: str,
+    infos: Mapping[str, LeafInfo] | None = None,
 ) -> dict[str, Any]:
     """Each leaf as what it was saved as: cast by the policy, jax leaves exact and placed.
 
     Args:
       targets: ``{key: dtype}`` the ``dtype=`` policy casts to; None for a group never cast.
+      infos: ``{key: LeafInfo}`` of the leaves as they are placed (shape, dtype after the cast),
+        known from the header; None: read from each array.
     """
     done: dict[str, Any] = {}
     to_place: dict[str, Any] = {}
@@ -333,7 +336,7 @@ def finish(
         placed = {}
     else:
         with _no_gc():  # 20,000 leaves: jax makes a few objects for each
-            placed = place.put(to_place)
+            placed = place.put(to_place, infos=infos)
     return {k: placed[k] if k in placed else done[k] for k in flat}
 
 

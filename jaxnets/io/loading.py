@@ -340,10 +340,11 @@ def load(
 
     # With a sharding, each jax leaf is built from range reads of its own shards: no process maps
     # the file or holds a whole array it was not given. Upgrades rewrite whole arrays: not then.
-    ranged = _ranged(place, kinds, {
+    infos = {  # each leaf as it will be placed: from the header, as the checks saw it
         "model": got or _stored_infos(index["model"], kinds["model"], targets),
         "opt_state": opt_got or _stored_infos(index["opt_state"], kinds["opt_state"], {}),
-    }) if sharding is not None and not plan else {}  # fmt: skip
+    }
+    ranged = _ranged(place, kinds, infos) if sharding is not None and not plan else {}
     with _progress.progress(reader.nbytes, f"loading {file}", progress) as bar:
         data = reader.read_all(verify=verify, skip=ranged, progress=bar)
         built = {
@@ -357,11 +358,12 @@ def load(
         flat = migrations.upgrade(flat, plan, file)
         if cast is not None:
             targets = leaves.cast_targets(cast, {k: v.dtype for k, v in flat.items() if isinstance(v, np.ndarray)})
-        got = _loaded_infos(flat, targets)
+        got = infos["model"] = _loaded_infos(flat, targets)
         _check_model(template, got, targets, file, upgraded=True)
         if check_opt:
             _check_opt(optimizer, template.params, got, opt_got, trees["opt_state"], file, upgraded=True)
-    flat = _in_file_order(reader, "model", leaves.finish(flat, kinds["model"], targets, place, file), built)
+    flat = leaves.finish(flat, kinds["model"], targets, place, file, infos["model"])
+    flat = _in_file_order(reader, "model", flat, built)
 
     if plan and template is not None:  # the stored structure is the old layout's: use the model's
         params, state = (map_with_keys(lambda k, _: flat[k], t) for t in template[:2])
@@ -377,9 +379,8 @@ def load(
         params, state = flat, None
     opt_state = None
     if "opt_state" in trees:
-        opt_flat = leaves.finish(
-            {**data["opt_state"], **kinds["opt_state"].py}, kinds["opt_state"], None, place, file
-        )
+        opt_flat = leaves.finish({**data["opt_state"], **kinds["opt_state"].py},
+                                 kinds["opt_state"], None, place, file, infos["opt_state"])  # fmt: skip
         opt_flat = _in_file_order(reader, "opt_state", opt_flat, built)
         opt_state = _build(trees["opt_state"], opt_flat, file, "optimizer state")
     return LoadedModel(

@@ -11,6 +11,7 @@ layout is :mod:`jaxnets.io.format` (docs/format.md). This module writes them; lo
 from __future__ import annotations
 
 import datetime
+import functools
 import importlib.metadata
 import os
 import platform
@@ -47,6 +48,7 @@ __all__ = [
 
 
 # --- saving ---------------------------------------------------------------------------------------
+@functools.cache  # reading the installed metadata costs ~1.5 ms; it does not change while running
 def package_version() -> str:
     """jaxnets' version from the installed package's metadata (``"0+unknown"`` when not installed)."""
     try:
@@ -302,11 +304,12 @@ def save(
             checks.check_containers(tree_spec(tpl_opt), trees["opt_state"], what="opt_state",
                                     expected_name="optimizer.init(params)",
                                     got_name="save(opt_state=...)", file=file)  # fmt: skip
+    prov = provenance()
     fields = {
         "format": fmt.MAGIC,
         "kind": "model",
-        "jaxnets_version": provenance()["jaxnets"],
-        "provenance": provenance(),
+        "jaxnets_version": prov["jaxnets"],
+        "provenance": prov,
         "model": model_cfg,
         "versions": _module_versions(model),
         "optimizer": opt_cfg,
