@@ -23,11 +23,20 @@ import jax
 
 from jaxnets.errors import JaxnetsError
 
-__all__ = ["Steps", "TIMEOUT_ENV", "base_timeout", "index", "count"]
+__all__ = ["Steps", "TIMEOUT_ENV", "base_timeout", "count", "index", "next_operation"]
 
 TIMEOUT_ENV = "JAXNETS_PROCESS_TIMEOUT"
 _DEFAULT_TIMEOUT = 300.0  # seconds a process waits for the others at one step (plus data time)
 _SEQUENCE = itertools.count()  # one number per operation, the same on every process
+
+
+def next_operation() -> int:
+    """A number for the next operation the processes do together.
+
+    Take it when the operation starts, before anything that may fail on one process only, so
+    that every process numbers its operations alike even after such a failure.
+    """
+    return next(_SEQUENCE)
 
 
 def index() -> int:
@@ -78,14 +87,19 @@ class Steps:
     Args:
       what: the operation, for messages (``"saving model.jnet"``).
       fail: makes the exception raised when a process failed or timed out, from a message.
+      number: the operation's number (:func:`next_operation`); a new one when None.
     """
 
     def __init__(
-        self, what: str, fail: Callable[[str], Exception] = JaxnetsError
+        self,
+        what: str,
+        fail: Callable[[str], Exception] = JaxnetsError,
+        *,
+        number: int | None = None,
     ) -> None:
         self.what = what
         self._fail = fail
-        self._prefix = f"jaxnets/{next(_SEQUENCE)}"
+        self._prefix = f"jaxnets/{next_operation() if number is None else number}"
         self._client = _client()
         self._mine: list[str] = []  # keys this process published, deleted once all have read them
 

@@ -44,7 +44,7 @@ from jaxnets.io._layout import TensorSource, _dtypes, _gap_bytes
 from jaxnets.io._tensors import stream_digest
 from jaxnets.io._writer import Plan, plan
 
-__all__ = ["write_spread"]
+__all__ = ["abandon", "write_spread"]
 
 _MAX_BUFFERS = 1000  # per pwritev: under IOV_MAX (1024 on Linux)
 _MAX_BYTES = 32 << 20  # per pwritev
@@ -59,6 +59,7 @@ def write_spread(
     *,
     fsync: bool = True,
     progress: bool | None = None,
+    number: int | None = None,
 ) -> int:
     """Writes one file from every process of the job; every process must call it alike.
 
@@ -68,6 +69,8 @@ def write_spread(
       fields: the rest of the header; its ``provenance`` is taken from process 0.
       fsync: flush to the disk before the rename (each process flushes what it wrote).
       progress: a progress bar on process 0 (None: for 1 GiB or more on a terminal).
+      number: the save's number among the operations of the processes
+        (:func:`jaxnets.core.processes.next_operation`, taken when the save started).
 
     Returns:
       The file's size in bytes.
@@ -84,13 +87,12 @@ def write_spread(
     local = [i for i, t in enumerate(tensors) if t.blocks is None]
     first = tensors[spread[0]].key if spread else None
     steps = processes.Steps(
-        f"{file}: saving from {processes.count()} processes",
-        fail=lambda msg: JaxnetsError(msg, file=file, path=first),
+        _what(file), fail=lambda msg: JaxnetsError(msg, file=file, path=first), number=number
     )
 
     # 1. plan
     ident = _identity(tensors, fields)
-    theirs = _step(steps, "plan", lambda: {"plan": ident, "provenance": fields.get("provenance")})
+    theirs = _step(steps, _FIRST, lambda: {"plan": ident, "provenance": fields.get("provenance")})
     differ = [q for q, v in enumerate(theirs) if v["plan"] != ident]
     if differ:
         raise JaxnetsError(
@@ -135,6 +137,20 @@ def write_spread(
         out.abandon(remove=me == 0)
         raise
     return p.file_len
+
+
+_FIRST = "plan"
+
+
+def _what(file: str) -> str:
+    return f"{file}: saving from {processes.count()} processes"
+
+
+def abandon(path: str | os.PathLike[str], number: int, error: BaseException) -> None:
+    """Tells the other processes that this one's save ``number`` failed before it could start
+    writing (a check of its own tree), so that they raise now instead of waiting for it."""
+    if processes.count() > 1:
+        processes.Steps(_what(os.fspath(path)), number=number).fail(_FIRST, error)
 
 
 def _step(steps: processes.Steps, name: str, work: Callable[[], Any], **kw: Any) -> list[Any]:

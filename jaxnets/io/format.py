@@ -47,6 +47,7 @@ from jaxnets.io._layout import (
     prng_key_info,
     storage_dtype,
 )
+from jaxnets.io._spread import abandon as abandon_spread
 from jaxnets.io._spread import write_spread
 from jaxnets.io._tensors import (
     READ_AHEAD,
@@ -80,6 +81,7 @@ __all__ = [
     "prng_key_info",
     "write_file",
     "write_spread",
+    "abandon_spread",
     "read_header",
     "check_identity",
     "read_at",

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxnets.core import registry
+from jaxnets.core import processes, registry
 from jaxnets.core.model import is_model
 from jaxnets.core.progress import check_progress
 from jaxnets.core.state_dict import _merge, model_order, to_numpy
@@ -262,6 +262,25 @@ def save(
             f"save: optimizer must be a jaxnets.optim optimizer (init/update), got "
             f"{type(optimizer).__name__}."
         )
+    number = processes.next_operation()  # before anything that may fail on one process only
+    try:
+        sources, fields = _model_contents(file, model, params, state, opt_state, optimizer, metadata)
+    except Exception as e:
+        fmt.abandon_spread(file, number, e)  # the other processes raise too, instead of waiting
+        raise
+    _write(file, sources, fields, fsync=fsync, progress=progress, number=number)
+
+
+def _model_contents(
+    file: str,
+    model: Any,
+    params: Any,
+    state: Any,
+    opt_state: Any,
+    optimizer: Any,
+    metadata: Any,
+) -> tuple[list[fmt.TensorSource], dict[str, Any]]:
+    """(tensor sources, header fields) of a model file, checked as :func:`load` checks them."""
     model_cfg = registry.to_config(model, path="model")
     opt_cfg = None if optimizer is None else registry.to_config(optimizer, path="optimizer")
     meta_cfg = None if metadata is None else registry.to_config(metadata, path="metadata")
@@ -319,7 +338,7 @@ def save(
     stored_leaves = {g: s for g, s in stored_leaves.items() if s}
     if stored_leaves:  # absent when every leaf is a jax array: such files read as 0.1 wrote them
         fields["leaves"] = stored_leaves
-    _write(path, sources, fields, fsync=fsync, progress=progress)
+    return sources, fields
 
 
 def save_state_dict(
@@ -353,6 +372,20 @@ def save_state_dict(
       TypeError: ``progress`` is not None, True or False.
     """
     check_progress(progress)
+    file = os.fspath(path)
+    number = processes.next_operation()  # before anything that may fail on one process only
+    try:
+        sources, fields = _weights_contents(params, state, metadata)
+    except Exception as e:
+        fmt.abandon_spread(file, number, e)
+        raise
+    _write(file, sources, fields, fsync=fsync, progress=progress, number=number)
+
+
+def _weights_contents(
+    params: Any, state: Any, metadata: Any
+) -> tuple[list[fmt.TensorSource], dict[str, Any]]:
+    """(tensor sources, header fields) of a weights-only file."""
     flat, trees = _flat_weights(params, state)
     meta_cfg = None if metadata is None else registry.to_config(metadata, path="metadata")
     sources, kinds = _stored(flat, "model")
@@ -367,7 +400,7 @@ def save_state_dict(
     }
     if kinds.to_header():
         fields["leaves"] = {"model": kinds.to_header()}
-    _write(path, sources, fields, fsync=fsync, progress=progress)
+    return sources, fields
 
 
 def _write(
@@ -377,9 +410,10 @@ def _write(
     *,
     fsync: bool,
     progress: bool | None,
+    number: int,
 ) -> None:
     """One process streams the file; arrays spread over processes are written by all of them."""
     if any(s.blocks is not None for s in sources):
-        fmt.write_spread(path, sources, fields, fsync=fsync, progress=progress)
+        fmt.write_spread(path, sources, fields, fsync=fsync, progress=progress, number=number)
     else:
         fmt.write_file(path, sources, fields, fsync=fsync, progress=progress)

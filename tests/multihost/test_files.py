@@ -219,6 +219,16 @@ try:
     jaxnets.save_state_dict(os.path.join(OUT, "m.jnet"), tree)
 except jaxnets.JaxnetsError as e:
     print("TREES", e)
+# A check that fails on one process only (its params lack a key): the other raises at once, and
+# the next save of both works (they still number their saves alike).
+model = nn.Linear(64, 48)
+params = {"weight": jax.make_array_from_callback((48, 64), NamedSharding(mesh, P("a")), lambda i: np.ones((48, 64), np.float32)[i]),
+          "bias": np.zeros(48, np.float32)}
+try:
+    jaxnets.save(os.path.join(OUT, "lin.jnet"), model, params if PID == 0 else {"weight": params["weight"]})
+except jaxnets.JaxnetsError as e:
+    print("CHECK", type(e).__name__, e)
+jaxnets.save(os.path.join(OUT, "lin.jnet"), model, params)
 os.environ["JAXNETS_PROCESS_TIMEOUT"] = "3"
 if PID == 0:
     try:
@@ -237,8 +247,10 @@ print("FINAL", sorted(os.listdir(OUT)))
         assert "seed, mine" in out and "same" not in out.split("::")[1].split("nothing")[0]
         assert "TREES" in out and "save different trees" in out
     assert "LEFT []" in outs[0] and "LEFT False" in outs[1]
+    assert "CHECK StateDictError" in outs[1] and "bias" in outs[1]
+    assert "CHECK JaxnetsError" in outs[0] and "process 1 failed: StateDictError" in outs[0]
     assert "ALONE" in outs[0] and "process 1 did not reach step 'plan' within 3 s" in outs[0]
-    assert "FINAL []" in outs[0]
+    assert "FINAL ['lin.jnet']" in outs[0]
 
 
 _PEAK = """
