@@ -277,7 +277,7 @@ class _Target:
         self._nbytes = 0
 
     def create(self, file_len: int) -> list[str]:
-        """Process 0: the temporary file at its final size, a token in it; ``[tmp, token]``."""
+        """Process 0: the temporary file at its final size, a token in it; ``[its name, token]``."""
         folder = os.path.dirname(os.path.abspath(self.file))
         _atomic.remove_stale(folder)
         try:

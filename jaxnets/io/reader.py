@@ -6,6 +6,9 @@ can be read. The reader is a ``Mapping`` from the model's state_dict keys to num
 ``infos()`` describing every entry without reading data, which is what
 ``jaxnets.load_state_dict(model, path)`` uses to check a file before loading it.
 
+``reader.get_tensor(key, sharding=s)`` builds a jax array with sharding ``s`` from range reads of
+this process's shards only (docs/multihost.md), as ``jaxnets.load(path, sharding=...)`` does.
+
 Every key lookup is O(1) (the header is indexed by key and by position once). A reader holds one
 file descriptor, opened at the first tensor read (after checking that the file is still the one
 whose header was read: a file replaced since is an error, not a mix of two files) and closed by

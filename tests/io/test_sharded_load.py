@@ -58,6 +58,14 @@ def test_a_sharding_function_places_some_leaves_and_leaves_others_to_the_default
     assert got["big"].sharding == ONE and got["small"].shape == (2, 3)
 
 
+def test_sharding_takes_one_sharding_or_a_function(weights) -> None:
+    path, _ = weights
+    with pytest.raises(TypeError, match="got a mapping"):
+        jaxnets.load(path, sharding={"big": ONE})
+    with pytest.raises(ValueError, match="not both"):
+        jaxnets.load(path, sharding=ONE, device="cpu")
+
+
 def test_a_sharded_load_refuses_a_corrupted_tensor_by_name(weights) -> None:
     path, _ = weights
     header = fmt.read_header(path)
