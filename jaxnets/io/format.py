@@ -24,7 +24,8 @@ This module is the one import for all of it; the parts live in one file each:
 ``_layout`` (constants, dtypes, :class:`Entry`, :class:`Header`, offset arithmetic), ``_header``
 (reading and checking the header), ``_tensors`` (reading tensors), ``_writer`` (writing files),
 ``_atomic`` (the temporary file that replaces the destination), ``_spread`` (one file written
-by every process of a job, each its own shards; ``_shards``: where a shard's bytes lie).
+by every process of a job, each its own shards, into ``_shared_file``; ``_shards``: where a
+shard's bytes lie).
 """
 
 from jaxnets.io._header import check_identity, read_header
