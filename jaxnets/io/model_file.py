@@ -262,29 +262,50 @@ def save(
             f"save: optimizer must be a jaxnets.optim optimizer (init/update), got "
             f"{type(optimizer).__name__}."
         )
-    number = processes.next_operation()  # before anything that may fail on one process only
+    flat = flatten(_merge(params, state))
+    opt_flat = None if opt_state is None else flatten(opt_state)
+    number = _joint_save(flat, opt_flat)
     try:
-        sources, fields = _model_contents(file, model, params, state, opt_state, optimizer, metadata)
+        sources, fields = _model_contents(
+            file, model, (params, state, flat), (opt_state, opt_flat), optimizer, metadata
+        )
     except Exception as e:
-        fmt.abandon_spread(file, number, e)  # the other processes raise too, instead of waiting
+        if number is not None:
+            fmt.abandon_spread(file, number, e)  # the other processes raise too, instead of waiting
         raise
     _write(file, sources, fields, fsync=fsync, progress=progress, number=number)
+
+
+def _joint_save(*flats: Mapping[str, Any] | None) -> int | None:
+    """The number of a save all processes make together (a leaf is a jax array spread over them),
+    taken before anything that may fail on one process only; None for a save of one process."""
+    if processes.count() == 1:
+        return None
+    for flat in flats:
+        for v in (flat or {}).values():
+            if isinstance(v, jax.Array) and not v.is_fully_addressable:
+                return processes.next_operation()
+    return None
 
 
 def _model_contents(
     file: str,
     model: Any,
-    params: Any,
-    state: Any,
-    opt_state: Any,
+    weights: tuple[Any, Any, dict[str, Any]],
+    opt: tuple[Any, dict[str, Any] | None],
     optimizer: Any,
     metadata: Any,
 ) -> tuple[list[fmt.TensorSource], dict[str, Any]]:
-    """(tensor sources, header fields) of a model file, checked as :func:`load` checks them."""
+    """(tensor sources, header fields) of a model file, checked as :func:`load` checks them.
+
+    Args:
+      weights: ``(params, state, their flat dict)``. opt: ``(opt_state, its flat dict or None)``.
+    """
+    params, state, flat = weights
+    opt_state, opt_flat = opt
     model_cfg = registry.to_config(model, path="model")
     opt_cfg = None if optimizer is None else registry.to_config(optimizer, path="optimizer")
     meta_cfg = None if metadata is None else registry.to_config(metadata, path="metadata")
-    flat = flatten(_merge(params, state))
     order = {k: i for i, k in enumerate(model_order(model))}
     flat = dict(sorted(flat.items(), key=lambda kv: order.get(kv[0], len(order))))
     sources, kinds = _stored(flat, "model")
@@ -304,9 +325,8 @@ def _model_contents(
         checks.check_containers(want, trees[what], what=what, expected_name="model.init",
                                 got_name=f"save({what}=...)", file=file)  # fmt: skip
     stored_leaves = {"model": kinds.to_header()}
-    if opt_state is not None:
+    if opt_state is not None and opt_flat is not None:
         trees["opt_state"] = tree_spec(opt_state)
-        opt_flat = flatten(opt_state)
         opt_sources, opt_kinds = _stored(opt_flat, "opt_state")
         sources += opt_sources
         stored_leaves["opt_state"] = opt_kinds.to_header()
@@ -373,20 +393,21 @@ def save_state_dict(
     """
     check_progress(progress)
     file = os.fspath(path)
-    number = processes.next_operation()  # before anything that may fail on one process only
+    flat, trees = _flat_weights(params, state)
+    number = _joint_save(flat)
     try:
-        sources, fields = _weights_contents(params, state, metadata)
+        sources, fields = _weights_contents(flat, trees, metadata)
     except Exception as e:
-        fmt.abandon_spread(file, number, e)
+        if number is not None:
+            fmt.abandon_spread(file, number, e)
         raise
     _write(file, sources, fields, fsync=fsync, progress=progress, number=number)
 
 
 def _weights_contents(
-    params: Any, state: Any, metadata: Any
+    flat: dict[str, Any], trees: dict[str, Any], metadata: Any
 ) -> tuple[list[fmt.TensorSource], dict[str, Any]]:
     """(tensor sources, header fields) of a weights-only file."""
-    flat, trees = _flat_weights(params, state)
     meta_cfg = None if metadata is None else registry.to_config(metadata, path="metadata")
     sources, kinds = _stored(flat, "model")
     prov = provenance()
@@ -410,7 +431,7 @@ def _write(
     *,
     fsync: bool,
     progress: bool | None,
-    number: int,
+    number: int | None,
 ) -> None:
     """One process streams the file; arrays spread over processes are written by all of them."""
     if any(s.blocks is not None for s in sources):

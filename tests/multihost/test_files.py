@@ -92,10 +92,14 @@ for verify in (True, False):
 loaded = jaxnets.load(os.path.join(OUT, "model.jnet"), sharding=sharding_fn(mesh, MODEL_SPECS))
 check(jaxnets.flatten(loaded.params), jaxnets.flatten(PARAMS), "model")
 assert loaded.model == MODEL
+if PID == 0:  # a tree of this process's own values is saved by it alone, in step with nothing
+    jaxnets.save_state_dict(os.path.join(OUT, "alone.jnet"), {"np_leaf": tree["np_leaf"]})
 cpu = jaxnets.load(path, device="cpu").params  # this process's CPU, not process 0's
 assert cpu["rows"].devices() == {jax.local_devices(backend="cpu")[0]}
 if PID == 0:  # a sharded load needs nothing from the other processes
     check(jaxnets.load(path, sharding=sharding_fn(mesh, specs)).params, {"rows": REF["rows"][0]}, "alone")
+jaxnets.save_state_dict(path + ".again", tree)  # and the next save of all is still in step
+check(jaxnets.load(path + ".again", sharding=sharding_fn(mesh, specs)).params, {"cols": REF["cols"][0]}, "again")
 with jaxnets.open(path) as r:  # the whole file, every checksum
     r.verify()
     shard = r.get_tensor("cols", sharding=NamedSharding(mesh, P(None, ("a", "b"))))
