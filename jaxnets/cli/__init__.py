@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("src")
     p.add_argument("dst", help="output path; its suffix picks the format (.safetensors, .pt/.pth, else jaxnets)")
     p.add_argument("--force", action="store_true", help="overwrite DST if it exists")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar in bytes (default: for 1 GiB or more, on a terminal)")
     return parser
 
 
@@ -63,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return diff_paths(args.a, args.b, atol=args.atol)
         from jaxnets.cli.convert import convert
 
-        return convert(args.src, args.dst, force=args.force)
+        return convert(args.src, args.dst, force=args.force, progress=args.progress)
     except BrokenPipeError:  # e.g. `jaxnets inspect big.jnet | head`
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (silences the flush at exit)
         return 0

@@ -10,14 +10,20 @@ outside jaxnets files) is an error naming it, before anything is written.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from jaxnets.cli.inspect import format_bytes
 from jaxnets.cli.sources import open_source
 from jaxnets.core.arrays import to_torch, torch_dtype_name
+from jaxnets.core.progress import check_progress
+from jaxnets.core.progress import progress as progress_bar
+from jaxnets.core.structure import LeafInfo, jax_dtype
 from jaxnets.errors import FileFormatError, JaxnetsError
 from jaxnets.io import safetensors_format
 from jaxnets.io.sources import kind_of
@@ -51,8 +57,27 @@ def _save_torch(path: Path, flat: dict[str, Any]) -> None:
         raise
 
 
-def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, force: bool = False) -> int:
+def _nbytes(info: LeafInfo) -> int:
+    """An entry's size for the progress bar (a PRNG key counts as 8 bytes per key)."""
+    if info.dtype.startswith("key<"):
+        return math.prod(info.shape) * 8
+    try:
+        return math.prod(info.shape) * np.dtype(jax_dtype(info.dtype)).itemsize
+    except TypeError:  # not an array dtype ("str")
+        return 0
+
+
+def convert(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    force: bool = False,
+    progress: bool | None = None,
+) -> int:
     """Writes the tensors of ``src`` to ``dst`` in the format DST's suffix names. Returns 0.
+
+    ``progress`` (None: for 1 GiB or more on a terminal; True; False) shows a bar counted in bytes
+    while SRC is read and while DST is written.
 
     Raises:
       FileNotFoundError: ``src`` does not exist.
@@ -68,26 +93,37 @@ def convert(src: str | os.PathLike[str], dst: str | os.PathLike[str], *, force: 
     kind = kind_of(dst_path)
     if dst_path.name.lower().endswith(".index.json"):
         raise JaxnetsError(f"{dst}: convert writes one file, not a sharded folder.", file=os.fspath(dst))
+    check_progress(progress)
     source = open_source(src)
     try:
-        keys = [k for k, i in source.infos().items() if i.dtype.startswith("key<")]
+        infos = source.infos()
+        keys = [k for k, i in infos.items() if i.dtype.startswith("key<")]
         if keys and kind != "jaxnets":
             raise JaxnetsError(
                 f"{src}: {keys[0]!r} is a typed PRNG key array ({len(keys)} in all), which {kind} files "
                 "cannot hold; convert to a jaxnets file instead, or drop the keys first.",
                 file=os.fspath(src), path=keys[0],
             )
-        flat = {k: source[k] for k in source}
+        sizes = {k: _nbytes(i) for k, i in infos.items()}
+        total = sum(sizes.values())
+        flat = {}
+        with progress_bar(total, f"reading {src}", progress) as bar:
+            for k in source:
+                flat[k] = source[k]
+                bar.update(sizes.get(k, 0))
         if not flat:
             raise FileFormatError(f"{src}: holds no tensors to convert.", file=os.fspath(src))
-        if kind == "safetensors":
-            safetensors_format.write(dst_path, flat, {"format": "pt"})
-        elif kind == "torch":
-            _save_torch(dst_path, flat)
-        else:
+        if kind == "jaxnets":
             from jaxnets.io import save_state_dict
 
-            save_state_dict(dst_path, flat)
+            save_state_dict(dst_path, flat, progress=progress)  # its own bar, tensor by tensor
+        else:
+            with progress_bar(total, f"writing {dst}", progress) as bar:
+                if kind == "safetensors":
+                    safetensors_format.write(dst_path, flat, {"format": "pt"})
+                else:
+                    _save_torch(dst_path, flat)
+                bar.complete()
         dropped = " (architecture config dropped: the target format holds tensors only)" if (
             source.config is not None and kind != "jaxnets") else ""
         total = sum(int(getattr(v, "nbytes", 0)) for v in flat.values())

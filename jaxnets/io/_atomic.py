@@ -212,6 +212,14 @@ class AtomicFile:
             self._raise_error()
             self._queue.put((batch, n))
 
+    def wait(self) -> None:
+        """Writes everything queued so far and waits until it is written (the writer thread, if
+        any, keeps running); nothing queued is referenced any more afterwards."""
+        self.flush()
+        if self._queue is not None:
+            self._queue.join()
+        self._raise_error()
+
     def pwrite(self, data: bytes | bytearray, offset: int) -> None:
         """Writes ``data`` at ``offset`` once everything queued is written."""
         self._drain()
@@ -274,12 +282,20 @@ class AtomicFile:
     def _run(self) -> None:
         # Whatever happens, keep taking batches until the sentinel: the caller's thread may be
         # blocked putting one into the full queue. Errors are raised in the caller's thread.
-        while (item := self._queue.get()) is not None:  # type: ignore[union-attr]
-            if self._error is None:
-                try:
-                    self._writev(*item)
-                except BaseException as e:
-                    self._error = e
+        q = self._queue
+        while True:
+            item = q.get()  # type: ignore[union-attr]
+            try:
+                if item is None:
+                    return
+                if self._error is None:
+                    try:
+                        self._writev(*item)
+                    except BaseException as e:
+                        self._error = e
+            finally:
+                item = None  # the batch's buffers are released before the next one is awaited
+                q.task_done()  # type: ignore[union-attr]
 
     def _writev(self, views: list[Any], left: int) -> None:
         try:

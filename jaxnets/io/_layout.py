@@ -166,8 +166,13 @@ class Entry(NamedTuple):
 class TensorSource(NamedTuple):
     """A tensor to write: its key, group, stored dtype/shape, and a function giving its bytes.
 
-    ``get()`` is called once, while streaming, and must return a C-contiguous numpy array of exactly
-    ``dtype`` and ``shape``; it may raise (the save is then abandoned, the old file untouched).
+    ``get()`` is called once, while streaming, and must return a numpy array of exactly ``dtype``
+    and ``shape``; it may raise (the save is then abandoned, the old file untouched).
+
+    ``blocks``, for an array spread over several processes (whose whole value no process holds):
+    ``blocks()`` gives this process's share of it, ``[(index, block)]`` with one slice per
+    dimension (:mod:`jaxnets.io._shards`), each block a single-device jax array or a numpy
+    array; across the processes every element is in exactly one block. ``get`` then raises.
     """
 
     key: str
@@ -176,6 +181,7 @@ class TensorSource(NamedTuple):
     shape: tuple[int, ...]
     get: Callable[[], np.ndarray]
     prng_impl: str | None = None
+    blocks: Callable[[], list[tuple[tuple[slice, ...], Any]]] | None = None
 
     @property
     def nbytes(self) -> int:

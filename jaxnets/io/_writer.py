@@ -12,12 +12,13 @@ import zlib
 from collections.abc import Mapping, Sequence
 from itertools import accumulate
 from operator import mul
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgpack
 import numpy as np
 import xxhash
 
+from jaxnets.core import progress as _progress
 from jaxnets.errors import JaxnetsError
 from jaxnets.io import _atomic, _layout
 from jaxnets.io._layout import (
@@ -39,41 +40,49 @@ from jaxnets.io._layout import (
     _segments_at,
 )
 
-__all__ = ["write_file"]
+__all__ = ["Plan", "plan", "write_file"]
 
 
-def write_file(
-    path: str | os.PathLike[str],
-    tensors: Sequence[TensorSource],
-    fields: Mapping[str, Any],
-    *,
-    fsync: bool = True,
-) -> int:
-    """Writes a file atomically, streaming one tensor at a time.
+class Plan(NamedTuple):
+    """Where everything of a file goes, computed from the tensor list and the header fields alone.
 
-    The header is packed once with zero checksums (fixed-width ``bin 8`` each, the last item of
-    each entry, so their byte positions are known), the tensors are streamed and hashed, then the
-    checksums are patched into the header and it is rewritten in place. The file is a temporary
-    file in the destination's folder (see :mod:`jaxnets.io._atomic`), fsynced and renamed; leftover
-    temporary files of dead writers in that folder are removed first.
+    Attributes:
+      header: the header packed with zero checksums.
+      crc_at: the byte position in ``header`` of each tensor's 8 checksum bytes.
+      shapes, offsets, lengths: per tensor (offsets relative to ``data_start``).
+      data_start, file_len: in bytes.
+    """
 
-    Args:
-      path: the destination; it is replaced only once the new file is complete (and fsynced).
-      tensors: what to store, in order.
-      fields: the rest of the header (JSON-able; ``"tensors"`` is reserved).
-      fsync: flush the data to the disk before renaming (default); False only for scratch files.
+    header: bytes
+    crc_at: list[int]
+    shapes: list[tuple[int, ...]]
+    offsets: list[int]
+    lengths: list[int]
+    data_start: int
+    file_len: int
 
-    Returns:
-      The file's size in bytes.
+    def segments(self, i: int) -> tuple[tuple[int, int, int], ...]:
+        """Tensor ``i``'s segments ``(gap_start, data, length)`` relative to ``data_start``."""
+        gap = _end(self.offsets[i - 1], self.lengths[i - 1]) if i else 0
+        return _segments_at(gap, self.lengths[i])
+
+    def final(self, crcs: Sequence[bytes]) -> bytes:
+        """The file's bytes before ``data_start``: the preamble, the header with the checksums
+        ``crcs`` (8 bytes each) patched in, and the nil padding after it."""
+        final = bytearray(self.header)
+        if crcs:  # all at once
+            at = np.asarray(self.crc_at)[:, None] + np.arange(8)
+            np.frombuffer(final, np.uint8)[at] = np.frombuffer(b"".join(crcs), np.uint8).reshape(-1, 8)
+        pad = _NIL * (self.data_start - PREAMBLE_LEN - len(final))
+        return _preamble(len(final), zlib.crc32(final), self.file_len) + final + pad
+
+
+def plan(tensors: Sequence[TensorSource], fields: Mapping[str, Any]) -> Plan:
+    """Checks what is to be written and lays it out (see :func:`write_file`).
 
     Raises:
-      FileWriteError: the operating system refused a write (disk full, read-only filesystem...);
-        nothing at ``path`` was changed. Also an ``OSError``.
-      JaxnetsError: a tensor's ``get()`` returned the wrong dtype/shape (or whatever it raised).
-      ValueError: ``fields`` holds ``"tensors"``; a tensor has an unknown dtype or group, or its
-        key twice in one group.
+      ValueError: as :func:`write_file`.
     """
-    path = os.fspath(path)
     if "tensors" in fields:
         raise ValueError("fields must not hold 'tensors': write_file builds the tensor index")
     sizes = _itemsizes()
@@ -94,24 +103,62 @@ def write_file(
     data_len = _end(offsets[-1], lengths[-1]) if tensors else 0
     header, crc_at = _pack_header(tensors, shapes, offsets, lengths, fields)
     data_start = _align(PREAMBLE_LEN + len(header))
-    file_len = data_start + data_len
+    return Plan(header, crc_at, shapes, offsets, lengths, data_start, data_start + data_len)
 
+
+def write_file(
+    path: str | os.PathLike[str],
+    tensors: Sequence[TensorSource],
+    fields: Mapping[str, Any],
+    *,
+    fsync: bool = True,
+    progress: bool | None = False,
+) -> int:
+    """Writes a file atomically, streaming one tensor at a time.
+
+    The header is packed once with zero checksums (fixed-width ``bin 8`` each, the last item of
+    each entry, so their byte positions are known), the tensors are streamed and hashed, then the
+    checksums are patched into the header and it is rewritten in place. The file is a temporary
+    file in the destination's folder (see :mod:`jaxnets.io._atomic`), fsynced and renamed; leftover
+    temporary files of dead writers in that folder are removed first.
+
+    Memory: each tensor is converted (``get()``) when it is written; one converted tensor over
+    32 MiB is alive at a time, plus at most three 32 MiB batches of smaller ones being written.
+
+    Args:
+      path: the destination; it is replaced only once the new file is complete (and fsynced).
+      tensors: what to store, in order (none with ``blocks``: see :mod:`jaxnets.io._spread`).
+      fields: the rest of the header (JSON-able; ``"tensors"`` is reserved).
+      fsync: flush the data to the disk before renaming (default); False only for scratch files.
+      progress: a progress bar in bytes (:mod:`jaxnets.core.progress`; None: for 1 GiB or more
+        on a terminal).
+
+    Returns:
+      The file's size in bytes.
+
+    Raises:
+      FileWriteError: the operating system refused a write (disk full, read-only filesystem...);
+        nothing at ``path`` was changed. Also an ``OSError``.
+      JaxnetsError: a tensor's ``get()`` returned the wrong dtype/shape (or whatever it raised).
+      ValueError: ``fields`` holds ``"tensors"``; a tensor has an unknown dtype or group, or its
+        key twice in one group.
+    """
+    path = os.fspath(path)
+    p = plan(tensors, fields)
+    data_len = p.file_len - p.data_start
     # Large tensors are written from a background thread while this one hashes the next ones.
     # Not many small ones: the two threads would hand the GIL back and forth for every batch.
     background = data_len >= _BACKGROUND and data_len >= len(tensors) * _BACKGROUND_PER_TENSOR
-    with _atomic.AtomicFile(path, background=background) as out:
-        out.add(_preamble(len(header), 0, file_len) + header)
-        out.add(_NIL * (data_start - PREAMBLE_LEN - len(header)))
-        crcs = _stream(out, tensors, shapes, offsets, lengths)
-        final = bytearray(header)
-        if crcs:  # patch the checksums in, all at once
-            at = np.asarray(crc_at)[:, None] + np.arange(8)
-            np.frombuffer(final, np.uint8)[at] = np.frombuffer(b"".join(crcs), np.uint8).reshape(
-                -1, 8
-            )
-        out.pwrite(_preamble(len(final), zlib.crc32(final), file_len) + final, 0)
+    with (
+        _progress.progress(data_len, f"saving {path}", progress) as bar,
+        _atomic.AtomicFile(path, background=background) as out,
+    ):
+        out.add(_preamble(len(p.header), 0, p.file_len) + p.header)
+        out.add(_NIL * (p.data_start - PREAMBLE_LEN - len(p.header)))
+        crcs = _stream(out, tensors, p.shapes, p.offsets, p.lengths, bar)
+        out.pwrite(p.final(crcs), 0)
         out.commit(fsync=fsync)
-    return file_len
+    return p.file_len
 
 
 _BACKGROUND = 8 << 20  # bytes of data, and per tensor, from which a writer thread pays
@@ -151,13 +198,24 @@ def _stream(
     shapes: list[tuple[int, ...]],
     offsets: list[int],
     lengths: list[int],
+    bar: _progress.Progress,
 ) -> list[bytes]:
     """Queues every tensor's padding and bytes; returns their XXH3-64 digests (8 bytes each)."""
     dtypes = _dtypes()
     digest = xxhash.xxh3_64_digest
+    big = out.MAX_BYTES
     crcs = []
     pos = 0
+    counted = 0  # bytes handed to the writer, not yet shown on the bar
     for t, shape, off, n in zip(tensors, shapes, offsets, lengths):  # per tensor: keep it lean
+        if n >= big:
+            # A large tensor may be a fresh host copy (from a device): let the writer finish the
+            # previous ones first, so that one such copy at a time is alive.
+            out.wait()
+        if counted >= big:
+            bar.update(counted)
+            counted = 0
+        counted += n
         arr = t.get()
         want = dtypes[t.dtype]
         if type(arr) is not np.ndarray or arr.dtype != want or arr.shape != shape:
@@ -171,6 +229,7 @@ def _stream(
         if n > _layout.MAX_SEGMENT:
             crcs.append(_stream_segments(out, arr, pos, n))
             pos = _end(off, n)
+            arr = None  # type: ignore[assignment]
             continue
         # numpy cannot export ml_dtypes arrays (bfloat16...) as buffers; their bytes it can.
         data = arr if _EXPORTABLE[t.dtype] else arr.reshape(-1).view(np.uint8)
@@ -178,10 +237,12 @@ def _stream(
         buffers.append(_padding(off - 5 - pos, n))
         buffers.append(data)
         out.nbytes += off - pos + n
-        if len(buffers) >= out.MAX_BUFFERS or out.nbytes >= out.MAX_BYTES:
+        if len(buffers) >= out.MAX_BUFFERS or out.nbytes >= big:
             out.flush()  # before hashing: a writer thread copies while this one hashes
         crcs.append(digest(data))  # type: ignore[arg-type]
+        arr = data = buffers = None  # type: ignore[assignment]  # the writer's only, until written
         pos = off + n
+    bar.update(counted)
     return crcs
 
 

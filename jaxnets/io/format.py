@@ -23,7 +23,9 @@ position once; reading one tensor costs O(1) plus its bytes; writing costs O(n) 
 This module is the one import for all of it; the parts live in one file each:
 ``_layout`` (constants, dtypes, :class:`Entry`, :class:`Header`, offset arithmetic), ``_header``
 (reading and checking the header), ``_tensors`` (reading tensors), ``_writer`` (writing files),
-``_atomic`` (the temporary file that replaces the destination).
+``_atomic`` (the temporary file that replaces the destination), ``_spread`` (one file written
+by every process of a job, each its own shards, into ``_shared_file``; ``_shards``: where a
+shard's bytes lie).
 """
 
 from jaxnets.io._header import check_identity, read_header
@@ -46,14 +48,20 @@ from jaxnets.io._layout import (
     prng_key_info,
     storage_dtype,
 )
+from jaxnets.io._spread import abandon as abandon_spread
+from jaxnets.io._spread import write_spread
 from jaxnets.io._tensors import (
     READ_AHEAD,
+    STREAM_CHUNK,
     read_arrays,
     read_at,
+    read_block,
     read_near,
     read_tensor,
     read_tensors,
+    stream_digest,
     verify_file,
+    verify_streaming,
 )
 from jaxnets.io._writer import write_file
 
@@ -73,14 +81,20 @@ __all__ = [
     "storage_dtype",
     "prng_key_info",
     "write_file",
+    "write_spread",
+    "abandon_spread",
     "read_header",
     "check_identity",
     "read_at",
+    "read_block",
     "read_near",
     "read_arrays",
     "read_tensor",
     "read_tensors",
     "verify_file",
+    "verify_streaming",
+    "stream_digest",
+    "STREAM_CHUNK",
     # private, for the other io modules and tests: dtype tables, layout helpers
     "_dtypes",
     "_itemsizes",

@@ -27,26 +27,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxnets.core.structure import LeafInfo, dtype_name, leaf_info
+from jaxnets.core import placement
+from jaxnets.core.placement import Device, Placer
+from jaxnets.core.structure import LeafInfo, dtype_name
 from jaxnets.errors import FileFormatError, JaxnetsError
+from jaxnets.io._layout import _no_gc
 
 __all__ = [
     "DtypePolicy",
     "GroupLeaves",
-    "Placement",
     "cast_targets",
     "decode",
     "dtype_policy",
     "exact_for_jax",
     "finish",
     "placer",
+    "cast_block",
     "py_info",
     "restore",
     "split",
 ]
 
 DtypePolicy: TypeAlias = "str | np.dtype | Mapping[str, Any] | None"
-Placement: TypeAlias = "str | jax.Device | None"
 
 PY_TYPES = (bool, int, float, str)
 _INT_RANGE = (-(1 << 63), (1 << 64) - 1)  # what msgpack can hold
@@ -268,22 +270,21 @@ def exact_for_jax(key: str, x: np.ndarray, file: str, *, castable: bool = True) 
     )
 
 
-def placer(device: Placement, sharding: Any) -> Callable[[dict[str, Any]], dict[str, Any]]:
-    """``place(flat) -> flat`` on the requested device or sharding, in one batched transfer."""
-    if device is not None and sharding is not None:
-        raise ValueError("pass device= or sharding=, not both")
-    if sharding is not None:
-        if callable(sharding) and not isinstance(sharding, jax.sharding.Sharding):
-            return lambda flat: {k: jax.device_put(x, sharding(k, leaf_info(x))) for k, x in flat.items()}
-        target: Any = sharding
-    else:
-        target = jax.devices(device)[0] if isinstance(device, str) else device
+def placer(device: Device | None, sharding: Any) -> Placer:
+    """The one placer (:mod:`jaxnets.core.placement`) for a model file's ``device=``/``sharding=``.
 
-    def place(flat: dict[str, Any]) -> dict[str, Any]:
-        keys = list(flat)  # jax would sort dict keys; keep the file's (PyTorch's) order
-        return dict(zip(keys, jax.device_put([flat[k] for k in keys], target)))
+    Device names resolve to this process's devices. ``sharding`` is one Sharding for every jax
+    leaf, or ``fn(key, LeafInfo) -> Sharding | None`` (None: the default device).
 
-    return place
+    Raises:
+      ValueError: both arguments, or an unknown device. TypeError: another kind of ``sharding``.
+    """
+    if isinstance(sharding, Mapping):  # a model file's two groups share no key namespace
+        raise TypeError(
+            "sharding= takes one jax.sharding.Sharding or fn(key, LeafInfo) -> Sharding | None "
+            "(keys as in the file: 'fc1.weight'); got a mapping."
+        )
+    return placement.placer(device=device, sharding=sharding)
 
 
 def cast_targets(
@@ -302,13 +303,16 @@ def finish(
     flat: Mapping[str, Any],
     kinds: GroupLeaves,
     targets: Mapping[str, np.dtype] | None,
-    place: Callable[[dict[str, Any]], dict[str, Any]],
+    place: Placer,
     file: str,
+    infos: Mapping[str, LeafInfo] | None = None,
 ) -> dict[str, Any]:
     """Each leaf as what it was saved as: cast by the policy, jax leaves exact and placed.
 
     Args:
       targets: ``{key: dtype}`` the ``dtype=`` policy casts to; None for a group never cast.
+      infos: ``{key: LeafInfo}`` of the leaves as they are placed (shape, dtype after the cast),
+        known from the header; None: read from each array.
     """
     done: dict[str, Any] = {}
     to_place: dict[str, Any] = {}
@@ -328,5 +332,23 @@ def finish(
             if target is None:
                 x = exact_for_jax(k, x, file, castable=targets is not None)
         to_place[k] = x
-    placed = place(to_place) if to_place else {}
+    if not to_place:
+        placed = {}
+    else:
+        with _no_gc():  # 20,000 leaves: jax makes a few objects for each
+            placed = place.put(to_place, infos=infos)
     return {k: placed[k] if k in placed else done[k] for k in flat}
+
+
+def cast_block(
+    key: str, target: np.dtype | None, file: str, *, castable: bool
+) -> Callable[[np.ndarray], np.ndarray]:
+    """What :func:`finish` does to a jax leaf's array, for one block of it (a sharded load)."""
+    if target is not None:
+
+        def cast(x: np.ndarray) -> np.ndarray:
+            with np.errstate(invalid="ignore", over="ignore"):
+                return x.astype(target)
+
+        return cast
+    return lambda x: exact_for_jax(key, x, file, castable=castable)

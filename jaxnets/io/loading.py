@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from jaxnets.core import progress as _progress
 from jaxnets.core import registry
+from jaxnets.core.placement import Device, Placer
+from jaxnets.core.progress import check_progress
 from jaxnets.core.structure import LeafInfo, compare, leaf_info
 from jaxnets.core.tree import flatten, map_with_keys, spec_keys, tree_from_spec, tree_spec
 from jaxnets.errors import FileFormatError, JaxnetsError, RegistryError
@@ -186,14 +189,63 @@ def _loaded_infos(flat: Mapping[str, Any], targets: Mapping[str, np.dtype]) -> d
     }
 
 
+# --- sharded loads --------------------------------------------------------------------------------
+def _ranged(
+    place: Placer, kinds: Mapping[str, leaves.GroupLeaves], infos: Mapping[str, Mapping[str, LeafInfo]]
+) -> dict[str, dict[str, Any]]:
+    """``{group: {key: Sharding}}`` of the jax leaves the placer gives a sharding."""
+    out: dict[str, dict[str, Any]] = {}
+    for group, by_key in infos.items():
+        out[group] = {}
+        for k, info in by_key.items():
+            if kinds[group].kind(k) != "jax":
+                continue
+            s = place.sharding(k, info)
+            if s is not None:
+                out[group][k] = s
+    return out
+
+
+def _read_ranged(
+    reader: Reader,
+    group: str,
+    shardings: Mapping[str, Any],
+    targets: Mapping[str, np.dtype] | None,
+    verify: bool,
+    bar: _progress.Progress,
+    *,
+    castable: bool,
+) -> dict[str, Any]:
+    """``{key: jax.Array}`` of a group's leaves given a sharding, each read shard by shard."""
+    out = {}
+    for k, s in shardings.items():
+        convert = leaves.cast_block(k, None if targets is None else targets.get(k), reader.path, castable=castable)
+        out[k] = reader._read_sharded(k, group, s, verify=verify, convert=convert)
+        bar.update(reader.tensor_nbytes(k, group))
+    return out
+
+
+def _in_file_order(
+    reader: Reader, group: str, flat: Mapping[str, Any], built: Mapping[str, Mapping[str, Any]]
+) -> dict[str, Any]:
+    """``flat`` with the group's leaves read shard by shard, tensors in the file's order."""
+    ranged = built.get(group)
+    if not ranged:
+        return dict(flat)
+    out = {k: ranged[k] if k in ranged else flat[k] for k in reader.keys(group)}
+    out.update((k, v) for k, v in flat.items() if k not in out)  # Python scalars, after the tensors
+    return out
+
+
 # --- load -----------------------------------------------------------------------------------------
 def load(
     path: str | os.PathLike[str],
     *,
     dtype: leaves.DtypePolicy = None,
-    device: leaves.Placement = None,
+    device: Device | None = None,
     sharding: Any = None,
     verify: bool = True,
+    progress: bool | None = None,
 ) -> LoadedModel:
     """Loads a complete model file (or a weights-only one) written by :func:`save`.
 
@@ -210,10 +262,21 @@ def load(
         scalars and the optimizer state are never cast. 64-bit entries that jax (without x64)
         cannot hold bit for bit are an error unless a pattern casts them; exact ones (int64
         counters) become 32-bit. numpy leaves stay numpy (and 64-bit).
-      device: where to put the jax arrays: None (jax's default device), ``"cpu"``, or a
-        ``jax.Device``.
-      sharding: a ``jax.sharding.Sharding`` for every jax leaf, or ``fn(key, LeafInfo) -> Sharding``.
-      verify: check every checksum and padding byte (default True).
+      device: where to put the jax arrays: None (jax's default device), ``"cpu"`` (this
+        process's first CPU device; also ``"gpu"``, ``"tpu"``), or a ``jax.Device``.
+      sharding: a ``jax.sharding.Sharding`` for every jax leaf, or ``fn(key, LeafInfo) ->
+        Sharding | None`` (None: the default device). Each leaf given a sharding is built from
+        range reads of its own shards (``jax.make_array_from_callback``): a process reads only
+        the bytes of its shards, and never maps the file or holds a whole array it was not
+        given (docs/multihost.md). Not when older layer versions are upgraded (upgrades need
+        whole arrays): then the arrays are read whole and placed.
+      verify: check every checksum and padding byte (default True). A checksum covers a whole
+        tensor: for a leaf read shard by shard, every process streams all of that tensor's bytes
+        through a 16 MiB buffer to check it (the page cache holds them, not the process).
+        ``verify=False`` reads only each process's shards (padding still checked elsewhere).
+      progress: a progress bar counted in bytes read and checked, on standard error: None
+        (default) shows one for files of 1 GiB or more when standard error is a terminal; True
+        always, False never (tqdm's bar when tqdm is installed).
 
     Returns:
       A :class:`LoadedModel` whose leaves are what was saved: jax arrays as jax arrays (on
@@ -231,6 +294,7 @@ def load(
         listing every missing, unexpected, misshapen and mistyped entry.
       JaxnetsError: a 64-bit entry jax cannot hold exactly without x64 (naming the key).
     """
+    check_progress(progress)
     cast, place = leaves.dtype_policy(dtype), leaves.placer(device, sharding)
     reader = Reader(path)
     file = reader.path
@@ -274,17 +338,32 @@ def load(
         if check_opt:
             _check_opt(optimizer, template.params, got, opt_got, trees["opt_state"], file, upgraded=False)
 
-    data = reader.read_all(verify=verify)
+    # With a sharding, each jax leaf is built from range reads of its own shards: no process maps
+    # the file or holds a whole array it was not given. Upgrades rewrite whole arrays: not then.
+    infos = {  # each leaf as it will be placed: from the header, as the checks saw it
+        "model": got or _stored_infos(index["model"], kinds["model"], targets),
+        "opt_state": opt_got or _stored_infos(index["opt_state"], kinds["opt_state"], {}),
+    }
+    ranged = _ranged(place, kinds, infos) if sharding is not None and not plan else {}
+    with _progress.progress(reader.nbytes, f"loading {file}", progress) as bar:
+        data = reader.read_all(verify=verify, skip=ranged, progress=bar)
+        built = {
+            g: _read_ranged(reader, g, by_key, None if g == "opt_state" else targets, verify, bar,
+                            castable=g == "model" and cast is not None)
+            for g, by_key in ranged.items()
+        }  # fmt: skip
+        bar.complete()
     flat: dict[str, Any] = {**data["model"], **kinds["model"].py}
     if plan and template is not None:
         flat = migrations.upgrade(flat, plan, file)
         if cast is not None:
             targets = leaves.cast_targets(cast, {k: v.dtype for k, v in flat.items() if isinstance(v, np.ndarray)})
-        got = _loaded_infos(flat, targets)
+        got = infos["model"] = _loaded_infos(flat, targets)
         _check_model(template, got, targets, file, upgraded=True)
         if check_opt:
             _check_opt(optimizer, template.params, got, opt_got, trees["opt_state"], file, upgraded=True)
-    flat = leaves.finish(flat, kinds["model"], targets, place, file)
+    flat = leaves.finish(flat, kinds["model"], targets, place, file, infos["model"])
+    flat = _in_file_order(reader, "model", flat, built)
 
     if plan and template is not None:  # the stored structure is the old layout's: use the model's
         params, state = (map_with_keys(lambda k, _: flat[k], t) for t in template[:2])
@@ -300,9 +379,9 @@ def load(
         params, state = flat, None
     opt_state = None
     if "opt_state" in trees:
-        opt_flat = leaves.finish(
-            {**data["opt_state"], **kinds["opt_state"].py}, kinds["opt_state"], None, place, file
-        )
+        opt_flat = leaves.finish({**data["opt_state"], **kinds["opt_state"].py},
+                                 kinds["opt_state"], None, place, file, infos["opt_state"])  # fmt: skip
+        opt_flat = _in_file_order(reader, "opt_state", opt_flat, built)
         opt_state = _build(trees["opt_state"], opt_flat, file, "optimizer state")
     return LoadedModel(
         model,

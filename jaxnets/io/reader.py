@@ -6,6 +6,9 @@ can be read. The reader is a ``Mapping`` from the model's state_dict keys to num
 ``infos()`` describing every entry without reading data, which is what
 ``jaxnets.load_state_dict(model, path)`` uses to check a file before loading it.
 
+``reader.get_tensor(key, sharding=s)`` builds a jax array with sharding ``s`` from range reads of
+this process's shards only (docs/multihost.md), as ``jaxnets.load(path, sharding=...)`` does.
+
 Every key lookup is O(1) (the header is indexed by key and by position once). A reader holds one
 file descriptor, opened at the first tensor read (after checking that the file is still the one
 whose header was read: a file replaced since is an error, not a mix of two files) and closed by
@@ -20,14 +23,18 @@ import mmap as _mmap
 import os
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from jaxnets.core.progress import Progress
 from jaxnets.core.structure import LeafInfo
 from jaxnets.errors import FileFormatError
+from jaxnets.io import _shards
 from jaxnets.io import format as fmt
+from jaxnets.io.leaves import exact_for_jax
 
 __all__ = ["Reader", "open_file"]
 
@@ -134,16 +141,28 @@ class Reader(Mapping[str, Any]):
         """Stored size of one entry in bytes."""
         return self._header.columns.lengths[self._position(key, group)]
 
-    def get_tensor(self, key: str, group: str = "model", *, verify: bool = True) -> Any:
+    def get_tensor(
+        self, key: str, group: str = "model", *, verify: bool = True, sharding: Any = None
+    ) -> Any:
         """Reads one entry: a new numpy array (a jax PRNG key array for typed keys).
 
         Only the entry's bytes and the padding before them are read (one system call); its
         checksum is checked unless ``verify=False``.
 
+        With ``sharding`` (a ``jax.sharding.Sharding``), the entry comes back as a jax array
+        placed so, each of this process's shards built from range reads of its own bytes
+        (``jax.make_array_from_callback``): no process reads, maps or holds more of a large entry
+        than its shards. The checksum covers the whole entry, so ``verify`` then streams all of
+        its bytes through a 16 MiB buffer first (the page cache holds them, not this process).
+        A 64-bit entry jax cannot hold exactly (without ``jax_enable_x64``) is refused.
+
         Raises:
           KeyError: no such key. ValueError: the reader is closed, or ``group`` is unknown.
           FileFormatError: its bytes are corrupted, or the file was replaced since it was opened.
+          JaxnetsError: with ``sharding``, 64-bit values jax would change.
         """
+        if sharding is not None:
+            return self._read_sharded(key, group, sharding, verify=verify, convert=None)
         positions = self._groups.get(group) if isinstance(group, str) else None
         i = positions.get(key) if positions is not None and isinstance(key, str) else None
         if i is None:
@@ -164,6 +183,58 @@ class Reader(Mapping[str, Any]):
                 self._close_if_idle()
         impls = self._header.columns.prng_impls
         return _finish_leaf(self._header.entry(i), arr) if impls and impls[i] else arr
+
+    def _read_sharded(
+        self,
+        key: str,
+        group: str,
+        sharding: Any,
+        *,
+        verify: bool,
+        convert: Callable[[np.ndarray], np.ndarray] | None,
+    ) -> Any:
+        """One entry as a jax array with ``sharding``, its shards from range reads (for
+        :meth:`get_tensor` and ``jaxnets.load``).
+
+        Args:
+          convert: what each block becomes before it is placed (``jaxnets.load``: its ``dtype=``
+            cast, or the check that jax holds it exactly); None: that check.
+        """
+        import jax
+
+        i = self._position(key, group)
+        h = self._header
+        impl = h.columns.prng_impls[i] if h.columns.prng_impls else None
+        if convert is None:
+            convert = partial(exact_for_jax, key, file=self.path, castable=False)
+        shape = h.columns.shapes[i]
+        self._reading.append(None)
+        try:
+            fd = self._fd
+            if fd is None or self._closed:
+                fd = self._open()
+            if impl or h.columns.lengths[i] <= fmt.READ_AHEAD:  # small: read once; shards: slices
+                whole, self._ahead = fmt.read_near(fd, h, i, self._ahead, verify=verify)
+                if impl:  # the key data, placed with the key array's sharding (trailing dims whole)
+                    data = jax.make_array_from_callback(shape, sharding, lambda idx: whole[idx])
+                    return jax.random.wrap_key_data(data, impl=impl)
+                whole = convert(whole)
+                return jax.make_array_from_callback(shape, sharding, lambda idx: whole[idx])
+            if verify:
+                fmt.verify_streaming(fd, h, i)
+
+            def block(index: Any) -> np.ndarray:
+                return convert(fmt.read_block(fd, h, i, _shards.normalize(index, shape)))
+
+            return jax.make_array_from_callback(shape, sharding, block)
+        except OSError as e:
+            raise FileFormatError(
+                f"{self.path}: cannot read {key!r} ({e.strerror or e}).", file=self.path, path=key
+            ) from e
+        finally:
+            self._reading.pop()
+            if self._closed:
+                self._close_if_idle()
 
     def mmap(self, key: str, group: str = "model") -> np.ndarray:
         """A read-only view of one entry's bytes in a memory map of the file (no read, no checksum).
@@ -202,21 +273,43 @@ class Reader(Mapping[str, Any]):
         return np.ndarray(entry.shape, dt, mm, base + data)  # read-only: the mapping is PROT_READ
 
     def read_all(
-        self, group: str | None = None, *, verify: bool = True
+        self,
+        group: str | None = None,
+        *,
+        verify: bool = True,
+        skip: Mapping[str, Collection[str]] | None = None,
+        progress: Progress | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Reads every entry (of one group, or of all groups with every padding byte checked).
 
         The arrays are private copy-on-write views of one memory map of the file (see
         :func:`jaxnets.io.format.read_arrays`).
 
+        Args:
+          group: one group, or None for all.
+          verify: check every checksum (padding is always checked).
+          skip: ``{group: keys}`` not to read (``jaxnets.load`` reads them shard by shard).
+          progress: counts the bytes checked (:mod:`jaxnets.core.progress`).
+
         Returns:
-          ``{group: {key: array}}``.
+          ``{group: {key: array}}``, each group in file order.
         """
         self._check_open()
         h = self._header
         out: dict[str, dict[str, Any]] = {g: {} for g in self._groups}
-        if group is None:  # one pass over the whole file
-            arrays = fmt.read_arrays(h, None, verify=verify)
+        if skip and any(skip.values()):
+            todo = [
+                i
+                for g, positions in self._groups.items()
+                if group is None or g == group
+                for k, i in positions.items()
+                if k not in skip.get(g, ())
+            ]
+            todo.sort()
+            for i, arr in zip(todo, fmt.read_arrays(h, todo, verify=verify, progress=progress)):
+                out[h.columns.groups[i]][h.columns.keys[i]] = arr
+        elif group is None:  # one pass over the whole file
+            arrays = fmt.read_arrays(h, None, verify=verify, progress=progress)
             if not self._groups["opt_state"]:
                 out["model"] = dict(zip(h.columns.keys, arrays))
             else:
@@ -224,7 +317,7 @@ class Reader(Mapping[str, Any]):
                     out[g][k] = arr
         else:
             positions = self._group(group)  # ascending: file order
-            arrays = fmt.read_arrays(h, list(positions.values()), verify=verify)
+            arrays = fmt.read_arrays(h, list(positions.values()), verify=verify, progress=progress)
             out[group] = dict(zip(positions, arrays))
         if h.columns.prng_impls:
             for g, by_key in out.items():

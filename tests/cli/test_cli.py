@@ -186,6 +186,16 @@ def test_convert_refuses_to_overwrite_without_force(files: dict[str, Path], tmp_
     assert "--force" in r.stderr and dst.read_bytes() == b"keep me"
 
 
+def test_convert_shows_progress_when_asked_and_not_by_default_off_a_terminal(files: dict[str, Path], tmp_path: Path) -> None:
+    r = cli("convert", files["pt"], tmp_path / "p.safetensors", "--progress")
+    assert r.returncode == 0, r.stderr
+    assert "reading" in r.stderr and "writing" in r.stderr and "100%" in r.stderr
+    r = cli("convert", files["pt"], tmp_path / "p.jnet", "--progress")
+    assert "reading" in r.stderr and "saving" in r.stderr and "100%" in r.stderr
+    r = cli("convert", files["pt"], tmp_path / "q.safetensors")  # stderr is a pipe: no bar
+    assert r.returncode == 0 and r.stderr == ""
+
+
 # --- errors ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "command, name, content, message",
