@@ -57,10 +57,6 @@ from jaxnets.core.tree import flatten, map_with_keys, tree_spec
 
 __all__ = ["Plan", "Snapshot", "check_json", "finish", "local_hashes", "make_plan", "snapshot", "unpack"]
 
-# Per-dtype caches: these numpy/jax dtype queries cost ~50us each, a lot on 2,000 leaves.
-_name = functools.lru_cache(maxsize=None)(dtype_name)
-
-
 # dtypes jax arrays export through the buffer protocol (bfloat16, float8, int4 are not).
 _BUFFER_DTYPES = frozenset(
     np.dtype(t)
@@ -69,7 +65,7 @@ _BUFFER_DTYPES = frozenset(
 )
 
 
-@functools.cache
+@functools.cache  # a jax dtype query costs ~50 us; 2,000 leaves share a few dtypes
 def _is_key(dtype: Any) -> bool:
     return bool(jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key))
 
@@ -208,7 +204,7 @@ def make_plan(
             _py_entry(entry, leaf)
             leaves[key] = entry
             continue
-        entry = {"kind": kind, "shape": [int(d) for d in leaf.shape], "dtype": _name(leaf.dtype)}
+        entry = {"kind": kind, "shape": [int(d) for d in leaf.shape], "dtype": dtype_name(leaf.dtype)}
         leaves[key] = entry
         data_dtype = np.dtype(np.uint32) if kind == "key" else np.dtype(leaf.dtype)
         sizes[key] = math.prod(leaf.shape)
@@ -230,7 +226,7 @@ def make_plan(
         if key in mine:
             continue  # in this process's row: _spread
         if small_enough:
-            small.setdefault(_name(data_dtype), []).append(key)
+            small.setdefault(dtype_name(data_dtype), []).append(key)
         else:
             alone.append(key)
     groups: dict[str, int] = {}

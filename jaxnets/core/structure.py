@@ -61,15 +61,16 @@ def dtype_name(dtype: Any) -> str:
         name = None
     if name is not None:
         return name
+    cache = isinstance(dtype, (np.dtype, str)) or type(dtype).__module__.startswith("torch")
     if isinstance(dtype, str) and dtype.startswith("key<"):
         name = dtype
     elif type(dtype).__module__.startswith("torch"):
         name = str(dtype).removeprefix("torch.")
     elif jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        name = str(dtype)
+        name, cache = str(dtype), True
     else:
         name = np.dtype(dtype).name
-    if isinstance(dtype, (np.dtype, str)) or type(dtype).__module__.startswith("torch"):
+    if cache:  # dtypes only, never arbitrary dtype-likes: the cache stays a handful of entries
         _DTYPE_NAMES[dtype] = name
     return name
 

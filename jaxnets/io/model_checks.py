@@ -192,14 +192,13 @@ def abstract_like(tree: Any, infos: Mapping[str, LeafInfo]) -> Any:
 def template_infos(params: Any, state: Any = None) -> dict[str, LeafInfo]:
     """``{key: LeafInfo}`` of a template (params and state in one namespace, as in files)."""
     return {
-        k: LeafInfo(tuple(v.shape), _name(v.dtype)) if type(v) is jax.ShapeDtypeStruct else leaf_info(v)
+        k: LeafInfo(tuple(v.shape), dtype_name(v.dtype)) if type(v) is jax.ShapeDtypeStruct else leaf_info(v)
         for k, v in flatten(_merge(params, state)).items()
     }
 
 
 # --- the dtype an entry will have -----------------------------------------------------------------
 # dtype names and dtypes cost microseconds each to work out; 20,000 entries share a few of them.
-_name = functools.cache(dtype_name)
 
 
 @functools.cache
@@ -221,7 +220,7 @@ def loaded_info(info: LeafInfo, target: np.dtype | None = None) -> LeafInfo:
     if dtype is None or info.dtype.startswith("key<"):
         return info
     # Not cached by name: jax_enable_x64 may change between loads (jax caches this call itself).
-    name = _name(jax.dtypes.canonicalize_dtype(dtype))
+    name = dtype_name(jax.dtypes.canonicalize_dtype(dtype))
     return info if name == info.dtype else LeafInfo(info.shape, name)
 
 
