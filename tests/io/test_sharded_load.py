@@ -87,10 +87,10 @@ def test_a_sharded_load_casts_block_by_block(weights) -> None:
     np.testing.assert_array_equal(np.asarray(got["big"]), np.asarray(tree["big"].astype(jnp.bfloat16)))
 
 
-def test_a_sharded_load_refuses_64_bit_values_jax_would_change(tmp_path: Path) -> None:
+def test_a_sharded_load_refuses_64_bit_values_jax_would_change(tmp_path: Path, x64) -> None:
     path = tmp_path / "x.jnet"
     values = np.full(100_000, 0.1, np.float64)  # over READ_AHEAD; 0.1 is not a float32
-    with jax.enable_x64(True):  # jax arrays (numpy ones come back as numpy, 64-bit and all)
+    with x64(True):  # jax arrays (numpy ones come back as numpy, 64-bit and all)
         jaxnets.save_state_dict(path, {"w": jnp.asarray(values), "c": jnp.asarray(np.int64(3))})
     with pytest.raises(JaxnetsError, match="w: float64 values that jax cannot hold exactly"):
         jaxnets.load(path, sharding=ONE)
