@@ -4,8 +4,8 @@
 No process ever holds more than one shard of an array spread over the processes; the layout is
 canonical (a pure function of the tensor index), so every process computes every byte's place
 itself. The steps, each ending in an exchange between the processes
-(:class:`jaxnets.core.processes.Steps`: a failure anywhere raises everywhere, a missing process
-times out instead of hanging):
+(:class:`jaxnets.core.processes.Exchanges`: a failure anywhere raises everywhere, a missing
+process times out instead of hanging):
 
 1. **plan**: every process lays the file out; all must agree (same tensor index, same header
    except ``provenance``, which is process 0's).
@@ -81,8 +81,8 @@ def write_spread(
     spread = [i for i, t in enumerate(tensors) if t.blocks is not None]
     local = [i for i, t in enumerate(tensors) if t.blocks is None]
     first = tensors[spread[0]].key if spread else None
-    steps = processes.Steps(
-        _what(file), fail=lambda msg: JaxnetsError(msg, file=file, path=first), number=number
+    steps = processes.Exchanges(
+        _series(number), _what(file), fail=lambda msg: JaxnetsError(msg, file=file, path=first)
     )
 
     # 1. plan
@@ -104,7 +104,7 @@ def write_spread(
     out = SharedFile(file)
     try:
         # 2. open
-        name, token = _step(steps, "open", lambda: out.create(p.file_len) if me == 0 else None, only=0)[0]
+        name, token = _step(steps, "open", lambda: out.create(p.file_len) if me == 0 else None, read=[0])[0]
         keys = [tensors[i].key for i in spread]
         _step(steps, "opened", lambda: me == 0 or out.join(name, token, p.file_len, keys))
 
@@ -127,7 +127,7 @@ def write_spread(
 
             # 4. done
             finish = (lambda: out.finish(p, tensors, spread, crcs, fsync, bar)) if me == 0 else (lambda: None)
-            _step(steps, "done", finish, only=0, timeout=slow)
+            _step(steps, "done", finish, read=[0], timeout=slow)
     except BaseException:
         out.abandon(remove=me == 0)
         raise
@@ -141,14 +141,19 @@ def _what(file: str) -> str:
     return f"{file}: saving from {processes.count()} processes"
 
 
+def _series(number: int | None) -> str:
+    """The exchanges of save ``number`` (a new number when None)."""
+    return str(processes.next_operation() if number is None else number)
+
+
 def abandon(path: str | os.PathLike[str], number: int, error: BaseException) -> None:
     """Tells the other processes that this one's save ``number`` failed before it could start
     writing (a check of its own tree), so that they raise now instead of waiting for it."""
     if processes.count() > 1:
-        processes.Steps(_what(os.fspath(path)), number=number).fail(_FIRST, error)
+        processes.Exchanges(_series(number), _what(os.fspath(path))).fail(_FIRST, error)
 
 
-def _step(steps: processes.Steps, name: str, work: Callable[[], Any], **kw: Any) -> list[Any]:
+def _step(steps: processes.Exchanges, name: str, work: Callable[[], Any], **kw: Any) -> list[Any]:
     """Runs ``work()`` and exchanges its result; a failure is published (the others raise at this
     step) and raised here as it is."""
     try:
@@ -237,7 +242,7 @@ def _write(
 
 
 def _differing(
-    steps: processes.Steps,
+    steps: processes.Exchanges,
     file: str,
     tensors: Sequence[TensorSource],
     local: list[int],

@@ -7,6 +7,8 @@ rules: who raises what, the timeout, the keys that differ, and that old keys are
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -17,37 +19,16 @@ import pytest
 from jaxnets.checkpoint._processes import Processes
 from jaxnets.errors import CheckpointError
 
-
-class Store:
-    """jax.distributed's key-value client, in memory (the methods _processes calls)."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, str] = {}
-        self.cond = threading.Condition()
-
-    def key_value_set(self, key: str, value: str) -> None:
-        with self.cond:
-            if key in self.data:
-                raise RuntimeError(f"ALREADY_EXISTS: {key}")
-            self.data[key] = value
-            self.cond.notify_all()
-
-    def blocking_key_value_get(self, key: str, timeout_in_ms: int) -> str:
-        with self.cond:
-            if not self.cond.wait_for(lambda: key in self.data, timeout_in_ms / 1000):
-                raise RuntimeError(f"DEADLINE_EXCEEDED: GetKeyValue() timed out with key: {key}")
-            return self.data[key]
-
-    def key_value_delete(self, key: str) -> None:
-        with self.cond:
-            self.data.pop(key, None)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from _kvstore import Store  # noqa: E402
 
 
 def two(store: Store, timeout: float = 2.0) -> list[Processes]:
     out = []
     for i in range(2):
         p = Processes("ckpt", timeout=timeout)
-        p.count, p.index, p._client, p._prefix = 2, i, store, "t"
+        ex = p.exchanges
+        ex.count, ex.index, ex._client, ex._prefix = 2, i, store, "t"
         out.append(p)
     return out
 
