@@ -107,6 +107,7 @@ class Plan:
     per_process: tuple[str, ...] = ()  # save(per_process=...) the plan was made for
     spread: Spread | None = None  # several processes: rows, pieces, per-process leaves
     fingerprint: str = ""  # hash of the layout (keys, kinds, shapes, dtypes, where each goes)
+    nbytes: int = 0  # the array data of a step, all processes together (a progress bar's total)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +181,7 @@ def make_plan(
     sizes: dict[str, int] = {}
     alone: list[str] = []
     kinds: dict[str, str] = {}
+    nbytes = 0
     on_device: set[str] = set()
     accelerated: set[str] = set()
     exported: set[str] = set()
@@ -211,6 +213,7 @@ def make_plan(
         if kind == "key":
             entry["impl"] = str(jax.random.key_impl(leaf))
             sizes[key] *= key_size(entry["impl"])
+        nbytes += sizes[key] * data_dtype.itemsize * (jax.process_count() if key in mine else 1)
         small_enough = sizes[key] * data_dtype.itemsize < group_below
         # With one process every array is addressable (checking costs ~50us a leaf).
         if kind in ("jax", "key") and not single_process and not leaf.is_fully_addressable:
@@ -277,6 +280,7 @@ def make_plan(
         per_process=per_process,
         spread=spread,
         fingerprint="" if spread is None else _layout_checksum(meta),
+        nbytes=nbytes,
     )
 
 

@@ -10,13 +10,16 @@ raised on all.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 from jaxnets.checkpoint import _layout, _orbax
 from jaxnets.checkpoint._integrity import check_arrays, verify_checksums
 from jaxnets.checkpoint.meta import array_specs, json_checksum, stored_infos
+from jaxnets.core import progress as _progress
 from jaxnets.core.placement import Device, Placer, ShardingSpec, placer
 from jaxnets.core.registry import from_config
 from jaxnets.core.structure import LeafInfo, StructureReport, compare
@@ -171,8 +174,11 @@ HINTS = {
 }
 
 
-def read(r: Reading, reader: Any, *, verify: bool) -> dict[str, Any]:
+def read(r: Reading, reader: Any, *, verify: bool, progress: bool | None = False) -> dict[str, Any]:
     """Reads, checks and rebuilds a prepared restore.
+
+    ``progress``: a bar counted in the bytes this process reads while orbax reads the arrays
+    (:mod:`jaxnets.core.progress`).
 
     Returns:
       The fields of a :class:`jaxnets.Checkpoint` (``step``, the trees, configs, metrics, extra).
@@ -185,7 +191,13 @@ def read(r: Reading, reader: Any, *, verify: bool) -> dict[str, Any]:
     specs = array_specs(meta, r.keys)
     # Leaves stored alone are read straight onto their placement (packed ones are placed by unpack).
     targets = {name: r.targets[name] or r.place.default for name in specs if name in r.targets}
-    arrays = _orbax.read_arrays(reader, step_dir, meta, specs, targets) if specs else {}
+    total = sum(math.prod(s.shape) * jnp.dtype(s.dtype).itemsize for s in specs.values())
+    start = _progress.bytes_read()
+    with (
+        _progress.progress(total, f"restoring {step_dir}", progress) as bar,
+        _progress.polled(bar, lambda: _progress.bytes_read() - start),
+    ):
+        arrays = _orbax.read_arrays(reader, step_dir, meta, specs, targets) if specs else {}
     check_arrays(specs, arrays, step_dir=step_dir)  # before anything is sliced
     if verify:
         verify_checksums(

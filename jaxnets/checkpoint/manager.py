@@ -47,6 +47,7 @@ from jaxnets.checkpoint._background import Saves
 from jaxnets.checkpoint._export import write_model_file
 from jaxnets.checkpoint._processes import Processes
 from jaxnets.checkpoint.meta import json_checksum, read_meta
+from jaxnets.core import progress as _progress
 from jaxnets.core.placement import Device, ShardingSpec
 from jaxnets.core.registry import to_config
 from jaxnets.errors import CheckpointError, JaxnetsError
@@ -231,6 +232,7 @@ class CheckpointManager:
         extra: Any = None,
         per_process: str | tuple[str, ...] | list[str] = (),
         force: bool = False,
+        progress: bool | None = None,
     ) -> bool:
         """Saves one training state as ``step`` (in the background when ``async_save``).
 
@@ -251,6 +253,9 @@ class CheckpointManager:
             equal on every process, and are stored once (docs/checkpoints.md, "Checkpoints on
             several hosts"). In a single process it changes nothing.
           force: save even if ``step`` is not a multiple of ``save_every``.
+          progress: a progress bar on standard error, counted in bytes on disk while orbax
+            writes (None: for 1 GiB or more on a terminal; True; False). Drawn by process 0,
+            from the background with ``async_save``.
 
         Returns:
           True if the step is being saved, False if ``save_every`` skipped it.
@@ -273,6 +278,7 @@ class CheckpointManager:
             self._saves.collect(wait=True)
             step = step_arg(step, "save")
             bool_option("force", force)
+            _progress.check_progress(progress)
             if not force and step % self._save_every:
                 return False
             per = per_process_arg(per_process)
@@ -305,7 +311,13 @@ class CheckpointManager:
 
         def write() -> None:  # in the background with async_save
             arrays, meta = _layout.finish(snap, fields, procs=procs, exchange=exchange)
-            _orbax.write_step(self._mgr, step, self._step_dir(step), arrays, meta, mets)
+            shown = progress if procs.index == 0 else False
+            on_disk = lambda: _progress.files_bytes(self.directory, str(step))  # noqa: E731
+            with (
+                _progress.progress(snap.plan.nbytes, f"saving {self._step_dir(step)}", shown) as bar,
+                _progress.polled(bar, on_disk),
+            ):
+                _orbax.write_step(self._mgr, step, self._step_dir(step), arrays, meta, mets)
 
         self._metrics[step] = mets
         self._saves.run(step, write, background=self._async)
@@ -432,6 +444,7 @@ class CheckpointManager:
         device: Device | None = None,
         sharding: ShardingSpec | None = None,
         verify: bool = True,
+        progress: bool | None = None,
     ) -> Checkpoint:
         """Restores a step (the latest by default).
 
@@ -456,6 +469,8 @@ class CheckpointManager:
             same on every process.
           verify: check every checksum of the step (its metadata and every array read). The
             metadata's structure is checked even with ``verify=False``.
+          progress: a progress bar on standard error, counted in bytes this process reads
+            (None: for 1 GiB or more on a terminal; True; False). Each process draws its own.
 
         Returns:
           A :class:`Checkpoint`.
@@ -473,7 +488,7 @@ class CheckpointManager:
         process that called (the process that failed raises its own error).
         """
         self._check_open()
-        return self._restore(step, like, partial, device, sharding, verify)
+        return self._restore(step, like, partial, device, sharding, verify, progress=progress)
 
     def _restore(
         self,
@@ -486,6 +501,7 @@ class CheckpointManager:
         *,
         only: tuple[str, ...] | None = None,
         agree: bool = True,
+        progress: bool | None = False,
     ) -> Checkpoint:
         """:meth:`restore`; ``only``: just these fields; ``agree=False``: this process alone
         (nothing it runs is collective: orbax's handler reads, jaxnets places)."""
@@ -497,6 +513,7 @@ class CheckpointManager:
             fields_like = like_fields(like, Checkpoint)
             bool_option("partial", partial)
             bool_option("verify", verify)
+            _progress.check_progress(progress)
             if partial and like is None:
                 raise ValueError("restore(partial=True) needs like= (the leaves to restore).")
             self._saves.collect(wait=True)  # read a directory no save is writing to
@@ -517,7 +534,7 @@ class CheckpointManager:
             procs.agree("restore", fields, error=error, details=details, hints=_reading.HINTS)
         assert r is not None
         try:
-            out = _reading.read(r, self._reader, verify=verify)
+            out = _reading.read(r, self._reader, verify=verify, progress=progress)
         except Exception as e:
             if not multi:
                 raise

@@ -15,11 +15,15 @@ so every layer (files, checkpoints, the CLI) can use it.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any
 
-__all__ = ["AUTO_BYTES", "Progress", "check_progress", "progress"]
+__all__ = ["AUTO_BYTES", "Progress", "bytes_read", "check_progress", "files_bytes", "polled", "progress"]
 
 AUTO_BYTES = 1 << 30  # with progress=None, work smaller than this shows no bar
 
@@ -77,6 +81,10 @@ class Progress:
             self._bar.update(nbytes)
         elif time.monotonic() - self._drawn >= 0.2 or self._done >= self.total:
             self._draw()
+
+    def update_to(self, done: int) -> None:
+        """Counts bytes done up to ``done`` (never back, never past the total)."""
+        self.update(min(done, self.total) - self._done)
 
     def complete(self) -> None:
         """Counts what is left as done (work whose last part is not counted byte by byte)."""
@@ -137,3 +145,64 @@ def progress(total: int, desc: str, enabled: bool | None = None) -> Progress:
         isatty = getattr(stream, "isatty", None)
         enabled = total >= AUTO_BYTES and callable(isatty) and bool(isatty())
     return Progress(total, desc, stream if enabled else None)
+
+
+@contextmanager
+def polled(bar: Progress, measure: Callable[[], int], interval: float = 0.25) -> Iterator[None]:
+    """Moves ``bar`` by ``measure()`` (bytes done so far) every ``interval`` seconds, from a
+    thread, while the block runs: for work done inside a library that reports nothing (orbax
+    writing or reading a checkpoint). Completes the bar when the block ends without an error.
+
+    Nothing runs when the bar is disabled.
+    """
+    if not bar.enabled:
+        yield
+        return
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.wait(interval):
+            try:
+                bar.update_to(measure())
+            except Exception:  # noqa: BLE001 - a bar never breaks the work it reports on
+                pass
+
+    thread = threading.Thread(target=poll, name="jaxnets-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    bar.complete()
+
+
+def files_bytes(directory: str, name: str) -> int:
+    """The bytes of every file under ``directory/name`` and ``directory/name.*`` (a checkpoint
+    step being written, under its temporary name or its final one)."""
+    total = 0
+    try:
+        tops = [e.path for e in os.scandir(directory) if e.name == name or e.name.startswith(name + ".")]
+    except OSError:
+        return 0
+    for top in tops:
+        for root, _, names in os.walk(top):
+            for name in names:
+                try:
+                    total += os.stat(os.path.join(root, name)).st_size
+                except OSError:  # renamed or removed meanwhile
+                    pass
+    return total
+
+
+def bytes_read() -> int:
+    """Bytes this process has read from files so far (Linux: ``rchar`` of /proc/self/io; 0
+    elsewhere, where a bar then jumps to its end when the work is done)."""
+    try:
+        with open("/proc/self/io", "rb") as f:
+            for line in f:
+                if line.startswith(b"rchar:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0

@@ -71,3 +71,51 @@ def test_false_is_silent_even_on_a_terminal(monkeypatch):
 def test_progress_takes_only_none_true_or_false(bad):
     with pytest.raises(TypeError, match="progress= takes None"):
         prog.progress(10, "x", bad)
+
+
+def test_polled_moves_the_bar_while_the_work_runs_and_completes_it(monkeypatch):
+    import threading
+    import time
+
+    done = {"n": 0}
+    seen = threading.Event()
+
+    def measure() -> int:
+        done["n"] += 100
+        if done["n"] >= 300:
+            seen.set()
+        return done["n"]
+
+    with prog.progress(1000, "writing", True) as bar, prog.polled(bar, measure, interval=0.01):
+        assert seen.wait(5)  # the work "runs" until the poller has measured three times
+        time.sleep(0.05)
+        assert 300 <= bar._done < 1000
+    assert bar._done == 1000  # completed at the end, whatever was measured
+
+
+def test_polled_leaves_a_failed_work_short_of_its_end():
+    with pytest.raises(RuntimeError):
+        with prog.progress(1000, "writing", True) as bar, prog.polled(bar, lambda: 10, interval=0.01):
+            raise RuntimeError("disk full")
+    assert bar._done < 1000
+
+
+def test_files_bytes_counts_a_step_under_its_final_and_temporary_names_only(tmp_path):
+    (tmp_path / "3" / "arrays").mkdir(parents=True)
+    (tmp_path / "3" / "arrays" / "a").write_bytes(b"x" * 10)
+    (tmp_path / "3.orbax-checkpoint-tmp-17").mkdir()
+    (tmp_path / "3.orbax-checkpoint-tmp-17" / "b").write_bytes(b"x" * 5)
+    (tmp_path / "30").mkdir()
+    (tmp_path / "30" / "c").write_bytes(b"x" * 100)
+    assert prog.files_bytes(str(tmp_path), "3") == 15
+    assert prog.files_bytes(str(tmp_path / "missing"), "3") == 0
+
+
+def test_bytes_read_grows_as_this_process_reads_a_file(tmp_path):
+    if prog.bytes_read() == 0:
+        pytest.skip("no /proc/self/io here")
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * (1 << 20))
+    before = prog.bytes_read()
+    path.read_bytes()
+    assert prog.bytes_read() - before >= 1 << 20
