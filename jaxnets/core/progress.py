@@ -113,16 +113,21 @@ class Progress:
             return
         frac = min(1.0, self._done / self.total) if self.total else 1.0
         filled = int(frac * 30)
+        size, unit = _unit(self.total)
         self._stream.write(
             f"\r{self.desc}: {frac:4.0%} |{'#' * filled}{' ' * (30 - filled)}| "
-            f"{_gib(self._done)}/{_gib(self.total)} GiB"
+            f"{self._done / size:.2f}/{self.total / size:.2f} {unit}"
         )
         self._stream.flush()
         self._drawn = time.monotonic()
 
 
-def _gib(n: int) -> str:
-    return f"{n / (1 << 30):.2f}"
+def _unit(total: int) -> tuple[int, str]:
+    """The binary unit a bar of ``total`` bytes counts in (as tqdm's ``unit_divisor=1024``)."""
+    for shift, name in ((40, "TiB"), (30, "GiB"), (20, "MiB"), (10, "KiB")):
+        if total >= 1 << shift:
+            return 1 << shift, name
+    return 1, "B"
 
 
 def progress(total: int, desc: str, enabled: bool | None = None) -> Progress:

@@ -17,6 +17,7 @@ class _Tty(io.StringIO):
 
 
 def test_forced_on_writes_a_bar_counted_in_bytes_to_stderr(capsys):
+    pytest.importorskip("tqdm")  # an extra (examples); the text bar is tested below
     with prog.progress(3 << 20, "saving m.jnet", True) as bar:
         for _ in range(3):
             bar.update(1 << 20)
@@ -39,6 +40,12 @@ def test_forced_on_without_tqdm_draws_a_text_bar(capsys, monkeypatch):
         bar.update(1 << 30)
     err = capsys.readouterr().err
     assert "loading: 100% |" in err and "2.00/2.00 GiB" in err
+    with prog.progress(3 << 20, "saving", True) as bar:
+        bar.update(1 << 20)
+    assert "saving:  33% |" in capsys.readouterr().err.split("\r")[-1]
+    with prog.progress(1536, "x", True) as bar:
+        bar.update(1536)
+    assert "1.50/1.50 KiB" in capsys.readouterr().err
 
 
 def test_auto_is_silent_when_stderr_is_not_a_terminal(capsys):
