@@ -10,22 +10,17 @@ outside jaxnets files) is an error naming it, before anything is written.
 
 from __future__ import annotations
 
-import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from jaxnets.cli.inspect import format_bytes
+from jaxnets.cli.inspect import format_bytes, nbytes
 from jaxnets.cli.sources import open_source
 from jaxnets.core.arrays import to_torch, torch_dtype_name
 from jaxnets.core.progress import check_progress
 from jaxnets.core.progress import progress as progress_bar
-from jaxnets.core.structure import LeafInfo, jax_dtype
 from jaxnets.errors import FileFormatError, JaxnetsError
-from jaxnets.io import safetensors_format
+from jaxnets.io import _atomic, safetensors_format
 from jaxnets.io.sources import kind_of
 
 __all__ = ["convert"]
@@ -36,35 +31,22 @@ def _save_torch(path: Path, flat: dict[str, Any]) -> None:
         import torch
     except ImportError as e:
         raise JaxnetsError("writing PyTorch files needs torch; pip install torch.") from e
-    bad = [f"{k!r} ({v.dtype})" for k, v in flat.items() if torch_dtype_name(v.dtype) is None]
-    bad += [f"{k!r} (float4 with an odd last dim {v.shape[-1:]})" for k, v in flat.items()
-            if torch_dtype_name(v.dtype) == "float4_e2m1fn_x2" and (v.ndim == 0 or v.shape[-1] % 2)]
+    bad: list[tuple[str, str]] = []  # (key, what is wrong)
+    for k, v in flat.items():
+        name = torch_dtype_name(v.dtype)
+        if name is None:
+            bad.append((k, f"{k!r} ({v.dtype})"))
+        elif name == "float4_e2m1fn_x2" and (v.ndim == 0 or v.shape[-1] % 2):
+            bad.append((k, f"{k!r} (float4 with an odd last dim {v.shape[-1:]})"))
     if bad:
+        texts = [t for _, t in bad]
         raise JaxnetsError(
-            f"{path}: PyTorch has no dtype for {bad[0]}" + (f" (nor {', '.join(bad[1:])})" if len(bad) > 1 else "")
+            f"{path}: PyTorch has no dtype for {texts[0]}" + (f" (nor {', '.join(texts[1:])})" if len(texts) > 1 else "")
             + "; cast the entry, or write a jaxnets file.",
-            file=str(path), path=bad[0].split("'")[1],
+            file=str(path), path=bad[0][0],
         )
     tensors = {k: to_torch(v) for k, v in flat.items()}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.resolve().parent)
-    os.close(fd)
-    try:
-        torch.save(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _nbytes(info: LeafInfo) -> int:
-    """An entry's size for the progress bar (a PRNG key counts as 8 bytes per key)."""
-    if info.dtype.startswith("key<"):
-        return math.prod(info.shape) * 8
-    try:
-        return math.prod(info.shape) * np.dtype(jax_dtype(info.dtype)).itemsize
-    except TypeError:  # not an array dtype ("str")
-        return 0
+    _atomic.replace_with(str(path), lambda f: torch.save(tensors, f))
 
 
 def convert(
@@ -104,7 +86,7 @@ def convert(
                 "cannot hold; convert to a jaxnets file instead, or drop the keys first.",
                 file=os.fspath(src), path=keys[0],
             )
-        sizes = {k: _nbytes(i) for k, i in infos.items()}
+        sizes = {k: nbytes(i) for k, i in infos.items()}
         total = sum(sizes.values())
         flat = {}
         with progress_bar(total, f"reading {src}", progress) as bar:

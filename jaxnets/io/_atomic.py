@@ -26,8 +26,9 @@ import secrets
 import socket
 import threading
 import zlib
+from collections.abc import Callable
 from functools import lru_cache
-from typing import Any
+from typing import Any, BinaryIO
 
 from jaxnets.errors import FileWriteError
 
@@ -106,6 +107,32 @@ def commit(tmp: str, path: str, *, fsync: bool) -> None:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+
+
+def replace_with(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Writes ``path`` whole or not at all: ``write(f)`` fills a temporary file next to it, which
+    is fsynced and renamed over ``path`` (for writers that need a file object: safetensors,
+    ``torch.save``). A killed writer's temporary file is one :func:`remove_stale` cleans up.
+
+    Raises:
+      FileWriteError: an OS error (the destination is unchanged); whatever ``write`` raises.
+    """
+    try:
+        fd, tmp = create_temp(path)
+    except OSError as e:
+        raise write_error(path, e, "creating a temporary file") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        commit(tmp, path, fsync=True)
+    except OSError as e:
+        discard(tmp)
+        raise write_error(path, e, f"writing {tmp}") from e
+    except BaseException:
+        discard(tmp)
+        raise
 
 
 def _alive(pid: int) -> bool:

@@ -19,10 +19,9 @@ import json
 import os
 import struct
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +29,7 @@ import numpy as np
 
 from jaxnets.core.structure import LeafInfo, dtype_name
 from jaxnets.errors import FileFormatError, JaxnetsError
+from jaxnets.io import _atomic
 
 __all__ = ["Header", "read_header", "read_tensor", "write", "DTYPES", "ORDER_KEY"]
 
@@ -218,13 +218,15 @@ def write(path: str | os.PathLike[str], arrays: Mapping[str, Any], metadata: Map
         PRNG keys), naming every such key and dtype; nothing is written then.
     """
     path = os.fspath(path)
-    bad: list[str] = []
+    bad: list[str] = []  # what is wrong, per key
+    bad_keys: list[str] = []
     specs: dict[str, Any] = {}
     data: list[np.ndarray] = []
     at = 0
     for key, value in arrays.items():
         if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
             bad.append(f"{key!r} (a typed PRNG key array, {value.dtype})")
+            bad_keys.append(key)
             continue
         arr = np.asarray(value)
         if not arr.flags.c_contiguous:  # (np.ascontiguousarray would make a scalar 1-D)
@@ -233,6 +235,7 @@ def write(path: str | os.PathLike[str], arrays: Mapping[str, Any], metadata: Map
         code = _CODES.get(name)
         if code is None or code in _NO_LAYOUT or (code == "F4" and arr.size % 2):
             bad.append(f"{key!r} ({name}{', an odd number of values' if code == 'F4' else ''})")
+            bad_keys.append(key)
             continue
         if code == "F4":
             nibbles = arr.reshape(-1).view(np.uint8) & 0x0F
@@ -254,22 +257,17 @@ def write(path: str | os.PathLike[str], arrays: Mapping[str, Any], metadata: Map
             + ", ".join(sorted(n for c, n in DTYPES.items() if c not in _NO_LAYOUT))
             + ". Cast the entry, or write a jaxnets file.",
             file=path,
-            path=bad[0].split("'")[1] if bad[0].startswith("'") else None,
+            path=str(bad_keys[0]),
         )
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     meta[ORDER_KEY] = json.dumps(list(specs))
     head = json.dumps({"__metadata__": meta, **specs}, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)  # tensors start 8-byte aligned, as safetensors pads
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(head)))
-            f.write(head)
-            for raw in data:
-                f.write(raw.data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    def write(f: BinaryIO) -> None:
+        f.write(struct.pack("<Q", len(head)))
+        f.write(head)
+        for raw in data:
+            f.write(raw.data)
+
+    _atomic.replace_with(path, write)
