@@ -167,7 +167,8 @@ def make_plan(
       ValueError: ``per_process`` names no leaf, a global array or a Python scalar.
     """
     flat = flatten(dict(record))
-    single_process = jax.process_count() == 1
+    processes = jax.process_count()
+    single_process = processes == 1
     unknown = [p for p in per_process if not any(_under(k, (p,)) for k in flat)]
     if unknown:
         raise ValueError(
@@ -213,7 +214,7 @@ def make_plan(
         if kind == "key":
             entry["impl"] = str(jax.random.key_impl(leaf))
             sizes[key] *= key_size(entry["impl"])
-        nbytes += sizes[key] * data_dtype.itemsize * (jax.process_count() if key in mine else 1)
+        nbytes += sizes[key] * data_dtype.itemsize * (processes if key in mine else 1)
         small_enough = sizes[key] * data_dtype.itemsize < group_below
         # With one process every array is addressable (checking costs ~50us a leaf).
         if kind in ("jax", "key") and not single_process and not leaf.is_fully_addressable:

@@ -192,12 +192,10 @@ def read(r: Reading, reader: Any, *, verify: bool, progress: bool | None = False
     # Leaves stored alone are read straight onto their placement (packed ones are placed by unpack).
     targets = {name: r.targets[name] or r.place.default for name in specs if name in r.targets}
     total = sum(math.prod(s.shape) * jnp.dtype(s.dtype).itemsize for s in specs.values())
-    start = _progress.bytes_read()
-    with (
-        _progress.progress(total, f"restoring {step_dir}", progress) as bar,
-        _progress.polled(bar, lambda: _progress.bytes_read() - start),
-    ):
-        arrays = _orbax.read_arrays(reader, step_dir, meta, specs, targets) if specs else {}
+    with _progress.progress(total, f"restoring {step_dir}", progress) as bar:
+        start = _progress.bytes_read() if bar.enabled else 0  # no /proc read for a silent bar
+        with _progress.polled(bar, lambda: _progress.bytes_read() - start):
+            arrays = _orbax.read_arrays(reader, step_dir, meta, specs, targets) if specs else {}
     check_arrays(specs, arrays, step_dir=step_dir)  # before anything is sliced
     if verify:
         verify_checksums(

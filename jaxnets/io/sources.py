@@ -75,10 +75,6 @@ class Source(Mapping[str, Any]):
         """One entry as a new numpy array (typed PRNG keys as jax key arrays)."""
         raise NotImplementedError
 
-    def value(self, key: str) -> Any:
-        """``self[key]`` (kept for the CLI's checkpoint source)."""
-        return self[key]
-
     def __iter__(self) -> Iterator[str]:
         return iter(self.infos())
 

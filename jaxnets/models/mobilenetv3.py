@@ -11,7 +11,6 @@ from dataclasses import field
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 
 from jaxnets.core.registry import register
 from jaxnets.models._common import build
@@ -20,6 +19,8 @@ from jaxnets.nn import (
     BatchNorm2d,
     Conv2d,
     Dropout,
+    Hardsigmoid,
+    Hardswish,
     Linear,
     Module,
     Params,
@@ -33,21 +34,8 @@ __all__ = ["InvertedResidual", "SqueezeExcitation", "MobileNetV3", "mobilenet_v3
            "mobilenet_v3_large"]
 
 
-# torch.nn.Hardswish / Hardsigmoid. Private until jaxnets.nn has them (then use those).
-class _Hardswish(Module):
-    def apply(self, params: Params, state: State, x: Any, *, train: bool = False,
-              key: Key = None) -> Output:
-        return x * jnp.clip(x + 3.0, 0.0, 6.0) / 6.0, state
-
-
-class _Hardsigmoid(Module):
-    def apply(self, params: Params, state: State, x: Any, *, train: bool = False,
-              key: Key = None) -> Output:
-        return jnp.clip(x + 3.0, 0.0, 6.0) / 6.0, state
-
-
 def _act(use_hs: bool) -> Module:
-    return _Hardswish() if use_hs else ReLU()
+    return Hardswish() if use_hs else ReLU()
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:
@@ -93,7 +81,7 @@ class SqueezeExcitation(Module):
             fc1=Conv2d(self.input_channels, self.squeeze_channels, 1),
             fc2=Conv2d(self.squeeze_channels, self.input_channels, 1),
             activation=ReLU(),
-            scale_activation=_Hardsigmoid(),
+            scale_activation=Hardsigmoid(),
         )
 
     def apply(self, params: Params, state: State, x: Any, *, train: bool = False,
@@ -238,14 +226,14 @@ class MobileNetV3(Module):
         build(
             self,
             features=Sequential(
-                _conv_bn(3, first, 3, stride=2, act=_Hardswish()),
+                _conv_bn(3, first, 3, stride=2, act=Hardswish()),
                 *blocks,
-                _conv_bn(last_in, 6 * last_in, 1, act=_Hardswish()),
+                _conv_bn(last_in, 6 * last_in, 1, act=Hardswish()),
             ),
             avgpool=AdaptiveAvgPool2d(1),
             classifier=Sequential(
                 Linear(6 * last_in, last_channel),
-                _Hardswish(),
+                Hardswish(),
                 Dropout(self.dropout),
                 Linear(last_channel, self.num_classes),
             ),

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from jaxnets.core.registry import register
 from jaxnets.nn import init as initializers
-from jaxnets.nn._utils import check, is_training
+from jaxnets.nn._utils import check
 from jaxnets.nn.dropout import dropout
 from jaxnets.nn.linear import Linear
 from jaxnets.nn.module import Module, Params, State
@@ -138,7 +138,7 @@ class MultiheadAttention(Module):
         )
         weights = jax.nn.softmax(scores, axis=-1)
         # torch drops attention weights (and returns them dropped) in training
-        dropped = dropout(self, self.dropout, weights, is_training(self, train), key)
+        dropped = dropout(self, self.dropout, weights, train, key)  # dropout() checks train
         out = jnp.einsum("nhls,nshd->nlhd", dropped, v).reshape(n, q_len, e)
         out, _ = self.out_proj.apply(params["out_proj"], {}, out)
 
