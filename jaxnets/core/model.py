@@ -39,4 +39,6 @@ class Model(Protocol):
 
 def is_model(x: Any) -> bool:
     """Whether ``x`` is a model spec (an instance satisfying :class:`Model`, not a class)."""
-    return not isinstance(x, type) and isinstance(x, Model)
+    # The attribute test first: the protocol check costs ~9 us a call, and module walks ask this
+    # of every field (the protocol needs the attribute, so the answer is the same).
+    return not isinstance(x, type) and hasattr(x, "named_modules") and isinstance(x, Model)

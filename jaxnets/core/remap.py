@@ -94,15 +94,14 @@ class LoadHooks:
             rules = [(re.compile(p) if isinstance(p, str) else p, r) for p, r in self.rename]
         out: dict[str, str] = {}
         for old in keys:
-            k: str | None = old
-            if self.strip_prefix and old.startswith(self.strip_prefix):
-                k = old[len(self.strip_prefix) :]
+            name = old[len(self.strip_prefix) :] if self.strip_prefix and old.startswith(self.strip_prefix) else old
+            k: str | None = name
             if callable(self.rename):
-                k = self.rename(old if k is None else k)
+                k = self.rename(name)
                 if k is not None and not isinstance(k, str):
                     raise TypeError(f"rename({old!r}) returned {k!r}; it must return a str or None.")
             elif rules is not None:
-                k = _apply_rules(rules, old if k is None else k)
+                k = _apply_rules(rules, name)
             if k is None:
                 continue
             k = self.prefix + k
